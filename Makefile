@@ -1,0 +1,34 @@
+# The README's commands. `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup run test lint ui bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	mlflow run . -e train --env-manager local
+
+test: setup
+	python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	ruff check mammo entrypoints tests bench && ruff format --check mammo entrypoints tests bench
+
+ui: setup
+	mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+bench: setup
+	python -m bench.train_speed

@@ -1,0 +1,23 @@
+"""mammo: an MLflow experiment-tracking suite for mass-vs-calcification mammography CNNs.
+
+Module map (one line each):
+    errors       the error classes; every message says how to fix the problem
+    data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json)
+    data/dicom   DICOM reading through pydicom's LUT helpers; crop/mask by content; resize
+    data/cbis    the CBIS-DDSM case-description CSVs and the DICOM tree indexed by UIDs
+    data/tensors the published project's numpy layout
+    data/synthetic  a generated CBIS-DDSM tree in the real TCIA layout (the default)
+    data/splits  validation carved from train by patient (or by image, as published)
+    data/prepare source → prepared dataset, with the skip report
+    variants     Model 0–5 as a table of hyperparameters + one Functional builder
+    pipeline     tf.data input, scaling and augmentation layers, precision policy
+    training     fit with callbacks and the best checkpoint
+    evaluation   metrics, confidence intervals, McNemar, wrong/worst, calibration
+    plots        matplotlib figures, computed then rendered
+    tracking     every MLflow name and call
+    search       Optuna space, objective, storage, pruner
+    registry     register, promote, aliases
+    serving      pyfunc wrapper: DICOM or pixel arrays in, probabilities out
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,220 @@
+"""Metrics for a binary mass (0) vs calcification (1) classifier: pure numpy, scikit-learn, scipy.
+
+Everything here takes labels and predicted probabilities of calcification and returns numbers or
+small tables, so the same values feed MLflow metrics, the plots and the tests (compute, then
+render). No MLflow: `mammo.reports` logs what these functions compute.
+
+A prediction is calcification when p > 0.5, as Keras's `binary_accuracy` thresholds, so
+`test_accuracy` agrees with `model.evaluate`. The published analysis counted "wrong" (|label − p| >
+0.5) and "worst" (> 0.8) predictions; we keep its definitions, which differ from the accuracy
+only for a calcification scored exactly 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, norm
+from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score
+
+THRESHOLD = 0.5
+LOSS_EPSILON = 1e-7  # Keras's backend epsilon: log loss stays finite for p ∈ {0, 1}
+
+
+def check_predictions(labels: object, probabilities: object) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int 0/1 and probabilities as float in [0, 1], same length, not empty; else ValueError."""
+    label_array = np.asarray(labels).reshape(-1)
+    probability_array = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if len(label_array) != len(probability_array):
+        raise ValueError(
+            f"labels has {len(label_array)} values but probabilities has {len(probability_array)}; "
+            "pass one probability per labelled patch."
+        )
+    if len(label_array) == 0:
+        raise ValueError("labels and probabilities are empty: there is nothing to evaluate.")
+    if not np.isin(label_array, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (mass) or 1 (calcification), got values {np.unique(label_array)[:5]}")
+    if not (np.isfinite(probability_array).all() and (probability_array >= 0).all() and (probability_array <= 1).all()):
+        raise ValueError(
+            "probabilities must be finite and within [0, 1] (the sigmoid output), "
+            f"got min {np.nanmin(probability_array)} max {np.nanmax(probability_array)}"
+        )
+    return label_array.astype(np.int64), probability_array
+
+
+def predict_labels(probabilities: object, *, threshold: float = THRESHOLD) -> np.ndarray:
+    """0/1 predictions, calcification when p > threshold (Keras's rule); 0/1 inputs pass unchanged."""
+    return (np.asarray(probabilities, dtype=np.float64).reshape(-1) > threshold).astype(np.int64)
+
+
+def wilson_interval(proportion: float, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion observed on `total` trials.
+
+    Takes a proportion rather than a count so a mean accuracy over seeds (not an integer number
+    of correct patches) gets the interval its test-set size implies. Equal to scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")` when proportion = k/n.
+    """
+    if total <= 0:
+        raise ValueError(f"total must be a positive number of predictions, got {total}")
+    if not 0 <= proportion <= 1:
+        raise ValueError(f"proportion must be within [0, 1], got {proportion}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 exclusive (e.g. 0.95), got {confidence}")
+    z = norm.ppf(1 - (1 - confidence) / 2)
+    denominator = 1 + z**2 / total
+    center = (proportion + z**2 / (2 * total)) / denominator
+    half_width = z / denominator * np.sqrt(proportion * (1 - proportion) / total + z**2 / (4 * total**2))
+    return float(max(0.0, center - half_width)), float(min(1.0, center + half_width))
+
+
+def accuracy_interval(correct: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of `correct / total`: with 336 test patches it is about ±4 points.
+
+    Wilson rather than the normal approximation because it stays inside [0, 1] and keeps its
+    coverage near 0 and 1, where tiny test sets in the tests and smoke runs land.
+    """
+    if not 0 <= correct <= total:
+        raise ValueError(f"correct must be between 0 and total={total}, got {correct}")
+    return wilson_interval(correct / total if total else 0.0, total, confidence=confidence)
+
+
+def wrong_and_worst(
+    labels: object, probabilities: object, *, wrong_margin: float = 0.5, worst_margin: float = 0.8
+) -> tuple[int, int]:
+    """Counts of |label − p| > wrong_margin and > worst_margin, as the published analysis did."""
+    label_array, probability_array = check_predictions(labels, probabilities)
+    error = np.abs(label_array - probability_array)
+    return int((error > wrong_margin).sum()), int((error > worst_margin).sum())
+
+
+def worst_order(labels: object, probabilities: object, *, count: int | None = None) -> np.ndarray:
+    """Positions sorted by |label − p|, largest first (ties keep their order); the worst panel's order."""
+    label_array, probability_array = check_predictions(labels, probabilities)
+    order = np.argsort(-np.abs(label_array - probability_array), kind="stable")
+    return order if count is None else order[:count]
+
+
+def calibration_bins(labels: object, probabilities: object, *, bins: int = 10) -> pd.DataFrame:
+    """Equal-width bins of p(calcification): count, mean p and fraction of calcifications per bin.
+
+    Binned on the positive-class probability (scikit-learn's `calibration_curve` convention),
+    so a point on the diagonal means "of the patches scored p, a fraction p were calcifications".
+    Empty bins keep their row with count 0 and NaN means, so every table has `bins` rows.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    label_array, probability_array = check_predictions(labels, probabilities)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.minimum((probability_array * bins).astype(np.int64), bins - 1)  # p = 1.0 joins the last bin
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_probability = np.bincount(which, weights=probability_array, minlength=bins) / counts
+        fraction_positive = np.bincount(which, weights=label_array, minlength=bins) / counts
+    return pd.DataFrame(
+        {
+            "bin": np.arange(bins),
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "count": counts,
+            "mean_probability": np.where(counts > 0, mean_probability, np.nan),
+            "fraction_positive": np.where(counts > 0, fraction_positive, np.nan),
+        }
+    )
+
+
+def expected_calibration_error(labels: object, probabilities: object, *, bins: int = 10) -> float:
+    """Σ_b (n_b / N) · |mean p_b − fraction of calcifications_b| over `calibration_bins`."""
+    return calibration_error_from_bins(calibration_bins(labels, probabilities, bins=bins))
+
+
+def calibration_error_from_bins(bins: pd.DataFrame) -> float:
+    """The ECE of a `calibration_bins` table, so the reliability plot's title needs no raw data."""
+    filled = bins[bins["count"] > 0]
+    if filled.empty:
+        return float("nan")
+    gaps = (filled["mean_probability"] - filled["fraction_positive"]).abs()
+    return float((filled["count"] * gaps).sum() / filled["count"].sum())
+
+
+def confusion_counts(labels: object, probabilities: object, *, threshold: float = THRESHOLD) -> np.ndarray:
+    """2×2 counts, rows true (mass, calcification), columns predicted; both classes always present."""
+    label_array, probability_array = check_predictions(labels, probabilities)
+    return confusion_matrix(label_array, predict_labels(probability_array, threshold=threshold), labels=[0, 1])
+
+
+def mcnemar_test(labels: object, predictions_a: object, predictions_b: object) -> tuple[float, int, int]:
+    """Exact McNemar test of two classifiers scored on the same patches: (p_value, b, c).
+
+    b counts patches A got right and B wrong, c the reverse; under "equally accurate" each
+    discordant patch is a fair coin, so p is the two-sided exact binomial p of b in b + c. The
+    exact form rather than the chi-square one because discordant counts between neighbouring
+    variants are small. Predictions may be 0/1 labels or probabilities (thresholded at 0.5).
+    """
+    label_array, a_array = check_predictions(labels, predictions_a)
+    _, b_array = check_predictions(label_array, predictions_b)
+    a_correct = predict_labels(a_array) == label_array
+    b_correct = predict_labels(b_array) == label_array
+    only_a = int((a_correct & ~b_correct).sum())
+    only_b = int((~a_correct & b_correct).sum())
+    if only_a + only_b == 0:
+        return 1.0, 0, 0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue), only_a, only_b
+
+
+def _recall(label_array: np.ndarray, predicted: np.ndarray, label: int) -> float:
+    rows = label_array == label
+    return float((predicted[rows] == label).mean()) if rows.any() else float("nan")
+
+
+def classification_metrics(
+    labels: object, probabilities: object, *, prefix: str = "test_", suffix: str = ""
+) -> dict[str, float]:
+    """Every final metric of one evaluation, named `{prefix}{name}{suffix}` (tracking.TEST_METRICS).
+
+    Metrics undefined on the data (AUC or a recall when one class is absent) are NaN rather
+    than an error, so a smoke run on a handful of patches still logs the rest.
+    """
+    label_array, probability_array = check_predictions(labels, probabilities)
+    predicted = predict_labels(probability_array)
+    correct = int((predicted == label_array).sum())
+    low, high = accuracy_interval(correct, len(label_array))
+    recall_mass, recall_calc = _recall(label_array, predicted, 0), _recall(label_array, predicted, 1)
+    wrong, worst = wrong_and_worst(label_array, probability_array)
+    clipped = np.clip(probability_array, LOSS_EPSILON, 1 - LOSS_EPSILON)
+    both_classes = len(np.unique(label_array)) == 2
+    values = {
+        "accuracy": correct / len(label_array),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "auc": roc_auc_score(label_array, probability_array) if both_classes else float("nan"),
+        "loss": log_loss(label_array, clipped, labels=[0, 1]),
+        "balanced_accuracy": float(np.nanmean([recall_mass, recall_calc])),  # sklearn's, over present classes
+        "recall_mass": recall_mass,
+        "recall_calc": recall_calc,
+        "wrong": wrong,
+        "worst": worst,
+        "ece": expected_calibration_error(label_array, probability_array),
+    }
+    return {f"{prefix}{name}{suffix}": float(value) for name, value in values.items()}
+
+
+def predictions_table(manifest_rows: pd.DataFrame, probabilities: object) -> pd.DataFrame:
+    """One row per evaluated patch: who it is, what the model said and how far off it was."""
+    missing = [column for column in ("index", "patient_id", "label") if column not in manifest_rows.columns]
+    if missing:
+        raise ValueError(f"manifest_rows lacks columns {missing}; pass rows of the prepared manifest.csv")
+    label_array, probability_array = check_predictions(manifest_rows["label"].to_numpy(), probabilities)
+    error = np.abs(label_array - probability_array)
+    table = pd.DataFrame(
+        {
+            "index": manifest_rows["index"].to_numpy(),
+            "patient_id": manifest_rows["patient_id"].to_numpy(),
+            "label": label_array,
+            "probability": probability_array,
+            "error": error,
+            "predicted": predict_labels(probability_array),
+            "wrong": error > 0.5,
+            "worst": error > 0.8,
+        }
+    )
+    return table.sort_values("index", kind="stable").reset_index(drop=True)

@@ -1,0 +1,149 @@
+"""Every MLflow name and call in one place, so the UI columns never drift.
+
+Tracking URI comes from MLflow's usual settings (MLFLOW_TRACKING_URI; default
+`sqlite:///mlflow.db` in the working directory). Inside `mlflow run`, MLFLOW_RUN_ID names the
+run the project opened; `start_run` reuses it and nested runs get an explicit parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+EXPERIMENT = "mammo-mass-calc"
+MODEL_NAME = "mammo-cnn"
+MODEL_ARTIFACT = "model"
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+ALIAS_PREVIOUS = "previous-champion"
+
+PARAM_NAMES = (
+    "variant", "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay",
+    "batch_size", "epochs", "patience", "augment", "image_size", "split_by", "val_fraction",
+    "seed", "data_source", "data_digest",
+)  # fmt: skip
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc", "learning_rate")
+TEST_METRICS = (
+    "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high", "test_auc", "test_loss",
+    "test_balanced_accuracy", "test_recall_mass", "test_recall_calc", "test_wrong", "test_worst",
+    "test_ece",
+)  # fmt: skip
+FINAL_METRICS = (*TEST_METRICS, "val_accuracy", "best_epoch")
+END_SUFFIX = "_end"
+
+PLOT_CURVES = "plots/curves.png"
+PLOT_CONFUSION = "plots/confusion.png"
+PLOT_ROC = "plots/roc.png"
+PLOT_CALIBRATION = "plots/calibration.png"
+PLOT_WORST = "plots/worst.png"
+PLOT_SAMPLES = "plots/samples.png"
+PREDICTIONS_FILE = "predictions.csv"
+SUMMARY_FILE = "model_summary.txt"
+SKIP_REPORT_FILE = "skip_report.csv"
+PLOT_COMPARISON = "plots/comparison.png"
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_MARKDOWN = "comparison.md"
+MCNEMAR_PREFIX = "mcnemar_p_"  # + variant: McNemar p vs model5, logged on the train_all parent run
+
+
+def use_experiment(name: str | None = None) -> str:
+    """Select (creating if needed) the experiment; returns its id.
+
+    Inside `mlflow run` the run already belongs to the experiment the CLI chose, so the
+    experiment named by MLFLOW_EXPERIMENT_ID / MLFLOW_EXPERIMENT_NAME wins over the default.
+    """
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if name is None and env_id:
+        mlflow.set_experiment(experiment_id=env_id)
+        return env_id
+    experiment = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
+    return experiment.experiment_id
+
+
+@contextmanager
+def start_run(
+    *, run_name: str | None = None, experiment: str | None = None, nested: bool = False, parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
+    """Open a run, or resume the one `mlflow run` created (MLFLOW_RUN_ID)."""
+    active = mlflow.active_run()
+    if active is not None and not nested and parent_run_id is None:
+        yield active
+        return
+    if not nested and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
+        # `mlflow run` created the run; its id is in the environment.
+        with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {})) as run:
+            if run_name:
+                mlflow.set_tag("mlflow.runName", run_name)
+            yield run
+        return
+    use_experiment(experiment)
+    with mlflow.start_run(
+        run_name=run_name,
+        nested=nested or parent_run_id is not None,
+        parent_run_id=parent_run_id,
+        tags=dict(tags or {}),
+    ) as run:
+        yield run
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Params are logged once, as strings MLflow accepts (tuples joined with '-')."""
+    mlflow.log_params({key: _param_text(value) for key, value in params.items()})
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
+def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> None:
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure under its constant name and free it."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    mlflow.log_dict(dict(data), artifact_file)
+
+
+def log_dataframe(frame: Any, artifact_file: str) -> None:
+    """Log a pandas DataFrame as CSV under `artifact_file`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def log_prepared_input(dataset: Any, *, context: str = "training") -> None:
+    """Log a prepared dataset as a run input (name, digest, source, counts in its profile)."""
+    import mlflow.data
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    meta = MetaDataset(
+        source=LocalArtifactDatasetSource(str(Path(dataset.path).resolve())),
+        name=f"{dataset.source}-{dataset.digest}",
+        digest=dataset.digest,
+        schema=None,
+    )
+    mlflow.log_input(meta, context=context, tags={"counts": json.dumps(dataset.info["counts"])})

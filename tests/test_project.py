@@ -1,0 +1,50 @@
+"""Project files agree with each other: pins, MLproject entry points, README commands."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+
+def _pins(requirements: list[str]) -> dict[str, str]:
+    pins = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)", requirement.strip())
+        if match:
+            pins[re.sub(r"\[.*\]", "", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def test_conda_yaml_pins_the_same_versions_as_pyproject() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["postgres"]
+    unpinned = [r for r in project["dependencies"] if "==" not in r]
+    assert not unpinned, f"every runtime dependency must be pinned with ==: {unpinned}"
+    conda = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
+    pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
+    assert _pins(pip_section) == _pins(declared)
+    python_pin = next(item for item in conda["dependencies"] if isinstance(item, str) and item.startswith("python="))
+    assert python_pin == "python=3.11" and project["requires-python"].startswith(">=3.11")
+
+
+def test_every_mlproject_entry_point_runs_a_module_that_exists() -> None:
+    mlproject = yaml.safe_load((REPO_ROOT / "MLproject").read_text())
+    assert mlproject["conda_env"] == "conda.yaml"
+    for name, entry in mlproject["entry_points"].items():
+        module = re.search(r"python -m (entrypoints\.\w+)", entry["command"]).group(1)
+        assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), f"entry point {name}: {module} missing"
+        for parameter in entry.get("parameters", {}):
+            assert "{" + parameter + "}" in entry["command"], f"{name}: parameter {parameter} is never passed"
+
+
+def test_readme_shows_the_two_commands_and_env_manager_local() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:40])
+    assert "make run" in first_screen and "make test" in first_screen
+    assert "--env-manager local" in readme
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo.data.store import load_prepared, write_prepared
+from mammo.errors import DataError
+
+
+def _manifest(count: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "patient_id": [f"P_{i // 2:05d}" for i in range(count)], "case_id": "c", "side": "LEFT", "view": "CC",
+        "abnormality_id": 1, "label": [i % 2 for i in range(count)], "abnormality_type": "mass",
+        "pathology": "BENIGN", "split": ["test" if i >= count - 2 else "train" for i in range(count)], "source_file": "f",
+    })  # fmt: skip
+
+
+def test_write_then_load_memory_maps_and_digests_content(tmp_path: Path) -> None:
+    patches = np.arange(6 * 8 * 8, dtype=np.uint16).reshape(6, 8, 8)
+    first = write_prepared(tmp_path / "a", patches=patches, manifest=_manifest(6), source="x", options={})
+    again = write_prepared(tmp_path / "b", patches=patches.copy(), manifest=_manifest(6), source="x", options={})
+    changed = patches.copy()
+    changed[0, 0, 0] += 1
+    other = write_prepared(tmp_path / "c", patches=changed, manifest=_manifest(6), source="x", options={})
+    assert first.digest == again.digest != other.digest
+    loaded = load_prepared(tmp_path / "a")
+    assert isinstance(loaded.patches, np.memmap) and loaded.patches.dtype == np.uint16
+    assert list(loaded.split_indices("test")) == [4, 5]
+    assert loaded.info["counts"] == {"train": {"mass": 2, "calcification": 2}, "test": {"mass": 1, "calcification": 1}}
+
+
+def test_loading_a_folder_that_is_not_prepared_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="entrypoints.prepare"):
+        load_prepared(tmp_path)
+
+
+def test_write_rejects_wrong_dtype(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="uint16"):
+        write_prepared(tmp_path, patches=np.zeros((2, 4, 4), np.float32), manifest=_manifest(2), source="x", options={})

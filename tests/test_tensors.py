@@ -1,0 +1,57 @@
+"""The published numpy layout: odd indices are abnormalities, raw labels 1–4 map to mass/calc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mammo.data.prepare import prepare
+from mammo.errors import DataError, RecordError
+
+
+def _write_tensors(folder: Path, *, size: int = 40, train: int = 6, test: int = 4, bad_label: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for tensor_name, label_name, count in (
+        ("train_tensor.npy", "train_labels.npy", train),
+        ("public_test_tensor.npy", "public_test_labels.npy", test),
+    ):
+        tensor = rng.integers(0, 65535, size=(count * 2, size, size, 1), dtype=np.uint16)
+        labels = np.zeros(count * 2, dtype=np.int64)
+        labels[1::2] = np.resize([1, 2, 3, 4], count)  # odd: abnormalities; even: baseline 0
+        if bad_label:
+            labels[1] = 7
+        np.save(folder / tensor_name, tensor)
+        np.save(folder / label_name, labels)
+
+
+def test_tensors_prepare_keeps_odd_indices_and_maps_labels(tmp_path: Path) -> None:
+    _write_tensors(tmp_path / "npy")
+    dataset = prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out", image_size=32).dataset
+    assert dataset.patches.shape == (10, 32, 32) and dataset.patches.dtype == np.uint16
+    train = dataset.manifest[dataset.manifest.split == "train"]
+    assert list(train.label) == [0, 0, 1, 1, 0, 0]
+    assert list(train.pathology[:4]) == ["BENIGN", "MALIGNANT", "BENIGN", "MALIGNANT"]
+    assert list(train.source_file[:2]) == ["train_tensor.npy[1]", "train_tensor.npy[3]"]
+    assert dataset.info["counts"] == {"train": {"mass": 4, "calcification": 2}, "test": {"mass": 2, "calcification": 2}}
+
+
+def test_tensors_unknown_label_raises_or_is_counted(tmp_path: Path) -> None:
+    _write_tensors(tmp_path / "npy", bad_label=True)
+    with pytest.raises(RecordError, match=r"train_labels.npy index 1: unknown label 7"):
+        prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "a", image_size=32)
+    dataset = prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "b", image_size=32, on_error="skip").dataset
+    assert dataset.info["skipped"] == 2 and dataset.info["skipped_reasons"] == {"unknown_label": 2}
+    assert dataset.info["count"] == 8
+
+
+def test_tensors_refuse_pickled_arrays_and_name_missing_files(tmp_path: Path) -> None:
+    _write_tensors(tmp_path / "npy")
+    with pytest.raises(DataError, match="public_test_tensor.npy not found"):
+        (tmp_path / "npy" / "public_test_tensor.npy").unlink()
+        prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out")
+    np.save(tmp_path / "npy" / "public_test_tensor.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="allow_pickle=False"):
+        prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out")
