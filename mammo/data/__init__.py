@@ -1,0 +1,1 @@
+"""Data in: sources (synthetic, CBIS-DDSM, published tensors) → one prepared dataset format."""

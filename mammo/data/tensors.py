@@ -1,0 +1,105 @@
+"""The published project's numpy layout (`--source tensors`).
+
+Four files: train_tensor.npy, train_labels.npy, public_test_tensor.npy, public_test_labels.npy.
+Raw labels: 0 baseline (healthy), 1 mass benign, 2 mass malignant, 3 calc benign, 4 calc
+malignant. Odd indices hold the abnormality patches; the even ones are healthy baseline patches
+and are dropped. Loaded with allow_pickle=False: a .npy from elsewhere must never run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo.data.dicom import resize_patch
+from mammo.errors import DataError, RecordError
+
+FILES = {
+    "train": ("train_tensor.npy", "train_labels.npy"),
+    "test": ("public_test_tensor.npy", "public_test_labels.npy"),
+}
+RAW_LABELS = {  # raw label → (label, abnormality_type, pathology)
+    1: (0, "mass", "BENIGN"),
+    2: (0, "mass", "MALIGNANT"),
+    3: (1, "calcification", "BENIGN"),
+    4: (1, "calcification", "MALIGNANT"),
+}
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(
+            f"{path} not found: --source tensors needs {sorted(f for pair in FILES.values() for f in pair)} in --data-dir."
+        )
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as error:
+        raise DataError(
+            f"{path} is not a plain numpy array ({error}); re-save it with np.save(..., allow_pickle=False)."
+        ) from error
+
+
+def _to_uint16(patch: np.ndarray) -> np.ndarray:
+    """Published tensors hold 16-bit pixels, sometimes as float already scaled to [0, 1]."""
+    patch = np.asarray(patch).squeeze()
+    if patch.dtype == np.uint16:
+        return patch
+    if np.issubdtype(patch.dtype, np.floating) and patch.size and float(np.nanmax(patch)) <= 1.0:
+        patch = patch * 65535.0
+    return np.clip(np.rint(patch), 0, 65535).astype(np.uint16)
+
+
+def read_tensors(
+    data_dir: str | Path, *, image_size: int = 150, on_error: str = "raise"
+) -> tuple[np.ndarray, pd.DataFrame, list[dict[str, str]]]:
+    """Read the four files into (patches, manifest rows, skipped records)."""
+    root = Path(data_dir)
+    patches: list[np.ndarray] = []
+    rows: list[dict[str, object]] = []
+    skipped: list[dict[str, str]] = []
+    for split, (tensor_name, label_name) in FILES.items():
+        tensor, raw_labels = _load_array(root / tensor_name), _load_array(root / label_name)
+        if len(tensor) != len(raw_labels):
+            raise DataError(
+                f"{root / tensor_name} has {len(tensor)} patches but {label_name} has {len(raw_labels)} labels."
+            )
+        for position in range(1, len(tensor), 2):  # odd indices: abnormality patches
+            raw = int(np.asarray(raw_labels[position]).squeeze())
+            try:
+                if raw not in RAW_LABELS:
+                    raise RecordError(
+                        f"{root / label_name} index {position}: unknown label {raw} (expected 1–4 at odd indices); "
+                        "fix the label or use --on-error skip.",
+                        reason="unknown_label",
+                    )
+                patch = _to_uint16(tensor[position])
+                if patch.ndim != 2:
+                    raise RecordError(
+                        f"{root / tensor_name} index {position}: expected a 2-D patch, got shape {patch.shape}.",
+                        reason="wrong_image_kind",
+                    )
+            except RecordError as error:
+                if on_error == "raise":
+                    raise
+                skipped.append(
+                    {
+                        "file": str(root / tensor_name),
+                        "row": str(position),
+                        "reason": error.reason,
+                        "message": str(error),
+                    }
+                )
+                continue
+            label, kind, pathology = RAW_LABELS[raw]
+            patches.append(patch if patch.shape == (image_size, image_size) else resize_patch(patch, image_size))
+            rows.append({
+                "patient_id": f"{split}-{position:05d}",  # the tensors carry no patient: each patch is its own group
+                "case_id": f"{split}-{position:05d}",
+                "side": "", "view": "", "abnormality_id": 1,
+                "label": label, "abnormality_type": kind, "pathology": pathology,
+                "split": split, "source_file": f"{tensor_name}[{position}]",
+            })  # fmt: skip
+    stacked = np.stack(patches) if patches else np.zeros((0, image_size, image_size), np.uint16)
+    return stacked, pd.DataFrame(rows), skipped
