@@ -35,7 +35,9 @@ def plot_curves(history: dict[str, list[float]], *, best_epoch: int) -> Figure:
     if not 0 <= best_epoch < epochs:
         raise ValueError(f"best_epoch={best_epoch} is outside the {epochs} epochs of history (0-based index)")
     figure = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
-    for axes, (title, train_key, val_key) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+    for axes, (title, train_key, val_key) in zip(
+        figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
+    ):
         for key, name, color in ((train_key, "train", TRAIN_COLOR), (val_key, "validation", VALIDATION_COLOR)):
             if key in history:
                 axes.plot(np.arange(len(history[key])), history[key], label=name, color=color)
@@ -150,7 +152,9 @@ def plot_comparison(table: pd.DataFrame) -> Figure:
         raise ValueError(f"comparison table lacks columns {missing}; build it with reports.comparison_table")
     positions = np.arange(len(table))
     accuracy = table["test_accuracy"].to_numpy(dtype=float)
-    error = np.vstack([accuracy - table["ci_low"].to_numpy(dtype=float), table["ci_high"].to_numpy(dtype=float) - accuracy])
+    error = np.vstack(
+        [accuracy - table["ci_low"].to_numpy(dtype=float), table["ci_high"].to_numpy(dtype=float) - accuracy]
+    )
     figure = Figure(figsize=(max(4.0, 1.1 * len(table) + 1.5), 3.8), layout="constrained")
     axes = figure.subplots()
     axes.errorbar(positions, accuracy, yerr=error, fmt="o", capsize=4, color=TRAIN_COLOR)

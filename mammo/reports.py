@@ -1,0 +1,214 @@
+"""Evaluation reports logged to the active MLflow run: metrics, figures, predictions, comparisons.
+
+Composes `evaluation` (numbers) and `plots` (figures from those numbers); every MLflow call goes
+through `tracking`, under the names it defines, so the UI columns are the same for every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammo import evaluation, tracking
+from mammo import plots as plotting
+from mammo.data.store import PreparedDataset
+
+REFERENCE_VARIANT = "model5"
+WORST_COUNT = 12
+SAMPLES_PER_CLASS = 4
+DEFAULT_PREFIX = "test_"
+
+
+def artifact_name(artifact_file: str, *, prefix: str = DEFAULT_PREFIX, suffix: str = "") -> str:
+    """`plots/confusion.png` → `plots/confusion_end.png` for suffix `_end`, `plots/val_confusion.png` for `val_`.
+
+    The test report under the default prefix keeps the constant names; any other prefix or a
+    suffix gets its own files, so a second report in the same run never overwrites the first.
+    """
+    path = PurePosixPath(artifact_file)
+    stem_prefix = "" if prefix == DEFAULT_PREFIX else prefix
+    return str(path.with_name(f"{stem_prefix}{path.stem}{suffix}{path.suffix}"))
+
+
+def _report_rows(dataset: PreparedDataset, indices: object, probabilities: object) -> tuple[np.ndarray, np.ndarray]:
+    positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+    probability_array = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # Keras predicts (N, 1)
+    if len(positions) != len(probability_array):
+        raise ValueError(
+            f"indices has {len(positions)} rows but probabilities has {len(probability_array)}; "
+            "pass the model's predictions for exactly the dataset rows in `indices`."
+        )
+    if len(positions) and (positions.min() < 0 or positions.max() >= len(dataset.manifest)):
+        raise ValueError(f"indices must be row positions within 0..{len(dataset.manifest) - 1} of {dataset.path}")
+    return positions, probability_array
+
+
+def log_test_report(
+    *,
+    probabilities: np.ndarray,
+    dataset: PreparedDataset,
+    indices: np.ndarray,
+    suffix: str = "",
+    prefix: str = DEFAULT_PREFIX,
+    loss: float | None = None,
+    plots: bool = True,
+) -> dict[str, float]:
+    """Score predictions for the dataset rows `indices` and log the metrics (and figures) to the run.
+
+    `loss`, when given, replaces the plain log loss with the number `model.evaluate` reports
+    (which includes the L2 penalty), so the logged loss agrees with Keras. Returns the metrics.
+    """
+    positions, probability_array = _report_rows(dataset, indices, probabilities)
+    rows = dataset.manifest.iloc[positions]
+    labels = rows["label"].to_numpy(dtype=np.int64)
+    metrics = evaluation.classification_metrics(labels, probability_array, prefix=prefix, suffix=suffix)
+    if loss is not None:
+        metrics[f"{prefix}loss{suffix}"] = float(loss)
+    tracking.log_metrics(metrics)
+    if plots:
+        _log_report_artifacts(dataset, positions, rows, probability_array, prefix=prefix, suffix=suffix)
+    return metrics
+
+
+def _log_report_artifacts(
+    dataset: PreparedDataset, positions: np.ndarray, rows: pd.DataFrame, probabilities: np.ndarray, *, prefix: str,
+    suffix: str,
+) -> None:  # fmt: skip
+    labels = rows["label"].to_numpy(dtype=np.int64)
+
+    def name(artifact_file: str) -> str:
+        return artifact_name(artifact_file, prefix=prefix, suffix=suffix)
+
+    tracking.log_figure(
+        plotting.plot_confusion(evaluation.confusion_counts(labels, probabilities)), name(tracking.PLOT_CONFUSION)
+    )
+    tracking.log_figure(plotting.plot_roc(labels, probabilities), name(tracking.PLOT_ROC))
+    tracking.log_figure(
+        plotting.plot_calibration(evaluation.calibration_bins(labels, probabilities)), name(tracking.PLOT_CALIBRATION)
+    )
+    # Only the worst patches are read from the memory map, not the whole split.
+    order = evaluation.worst_order(labels, probabilities, count=WORST_COUNT)
+    worst_patches = np.asarray(dataset.patches[positions[order]])
+    tracking.log_figure(
+        plotting.plot_worst(worst_patches, labels[order], probabilities[order], count=WORST_COUNT),
+        name(tracking.PLOT_WORST),
+    )
+    tracking.log_dataframe(evaluation.predictions_table(rows, probabilities), name(tracking.PREDICTIONS_FILE))
+
+
+def log_training_plots(
+    *, history: dict[str, list[float]], best_epoch: int, dataset: PreparedDataset, train_indices: np.ndarray
+) -> None:
+    """Learning curves (best epoch marked, 0-based) and a few training patches per class."""
+    tracking.log_figure(plotting.plot_curves(history, best_epoch=best_epoch), tracking.PLOT_CURVES)
+    positions = np.asarray(train_indices, dtype=np.int64).reshape(-1)
+    labels = dataset.labels[positions]
+    chosen = np.concatenate([positions[labels == label][:SAMPLES_PER_CLASS] for label in (0, 1)])
+    sample_patches = np.asarray(dataset.patches[chosen])
+    figure = plotting.plot_samples(sample_patches, dataset.labels[chosen], per_class=SAMPLES_PER_CLASS)
+    tracking.log_figure(figure, tracking.PLOT_SAMPLES)
+
+
+def _run_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The child run's logged test metrics where given, the rest computed from its predictions."""
+    computed = evaluation.classification_metrics(result["labels"], result["probabilities"])
+    given = {key: float(value) for key, value in (result.get("metrics") or {}).items() if key in computed}
+    return {**computed, **given}
+
+
+def _median_mcnemar(runs: list[Mapping[str, Any]], reference_runs: list[Mapping[str, Any]]) -> float:
+    """Median over shared seeds of the exact McNemar p, each seed paired on the same test patches.
+
+    Per seed rather than pooled over seeds: pooling would count every test patch once per seed
+    as if it were a new pair, overstating the evidence; each per-seed test is valid on its own.
+    """
+    reference_by_seed = {run.get("seed"): run for run in reference_runs}
+    p_values = []
+    for run in runs:
+        reference = reference_by_seed.get(run.get("seed"))
+        if reference is None:
+            continue
+        labels = np.asarray(run["labels"]).reshape(-1)
+        if not np.array_equal(labels, np.asarray(reference["labels"]).reshape(-1)):
+            raise ValueError(
+                f"run {run.get('run_id')} and run {reference.get('run_id')} were scored on different test patches; "
+                "McNemar needs both models' predictions on the same patches in the same order."
+            )
+        p_values.append(evaluation.mcnemar_test(labels, run["probabilities"], reference["probabilities"])[0])
+    return float(np.median(p_values)) if p_values else float("nan")
+
+
+def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT) -> pd.DataFrame:
+    """One row per variant, means over its seeds, with the test-set interval and McNemar vs `reference`.
+
+    results: one dict per child run with `variant`, `seed`, `run_id`, `probabilities` and
+    `labels` (test) and optionally `metrics` (the test metrics the run logged). ci_low/ci_high
+    is the Wilson interval of the mean accuracy on the test-set size: the uncertainty that
+    comes from having only that many test patches, the one the published table lacked.
+    mcnemar_p_vs_model5 is the median over shared seeds of the per-seed exact McNemar p.
+    """
+    if not results:
+        raise ValueError("results is empty: train at least one variant before comparing.")
+    for position, result in enumerate(results):
+        missing = [key for key in ("variant", "probabilities", "labels") if key not in result]
+        if missing:
+            raise ValueError(
+                f"results[{position}] lacks {missing}; each child run needs variant, probabilities, labels"
+            )
+    by_variant: dict[str, list[dict]] = {}
+    for result in results:
+        by_variant.setdefault(str(result["variant"]), []).append(result)
+    reference_runs = by_variant.get(reference, [])
+    rows = []
+    for variant, runs in by_variant.items():
+        metrics = pd.DataFrame([_run_metrics(run) for run in runs])
+        accuracy = float(metrics["test_accuracy"].mean())
+        low, high = evaluation.wilson_interval(accuracy, len(np.asarray(runs[0]["labels"]).reshape(-1)))
+        rows.append(
+            {
+                "variant": variant,
+                "seeds": len(runs),
+                "test_accuracy": accuracy,
+                "test_accuracy_sd": float(metrics["test_accuracy"].std(ddof=1)) if len(runs) > 1 else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "test_auc": float(metrics["test_auc"].mean()),
+                "test_wrong": float(metrics["test_wrong"].mean()),
+                "test_worst": float(metrics["test_worst"].mean()),
+                f"mcnemar_p_vs_{reference}": _median_mcnemar(runs, reference_runs),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub markdown table, floats to 4 significant digits, NaN as '–' (no `tabulate` dependency)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float | np.floating):
+            return "–" if np.isnan(value) else f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(column) for column in table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(cell(value) for value in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT) -> None:
+    """Log the comparison as CSV, markdown, a plot, and one `mcnemar_p_<variant>` metric per variant."""
+    tracking.log_dataframe(table, tracking.COMPARISON_FILE)
+    tracking.log_text(markdown_table(table), tracking.COMPARISON_MARKDOWN)
+    tracking.log_figure(plotting.plot_comparison(table), tracking.PLOT_COMPARISON)
+    column = f"mcnemar_p_vs_{reference}"
+    if column in table.columns:
+        p_values = {
+            f"{tracking.MCNEMAR_PREFIX}{variant}": float(p)
+            for variant, p in zip(table["variant"], table[column], strict=True)
+            if np.isfinite(p)
+        }
+        tracking.log_metrics(p_values)

@@ -1,0 +1,152 @@
+"""Reports logged to a real MLflow run on the per-test SQLite store (conftest's autouse fixture)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mammo import evaluation, reports, tracking
+from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
+
+SPLITS = ["train"] * 6 + ["test"] * 6
+LABELS = [0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> PreparedDataset:
+    """12 patches of 8×8; patch i is filled with the value i so a figure's pixels name its row."""
+    count = len(LABELS)
+    patches = np.stack([np.full((8, 8), 1000 * position, dtype=np.uint16) for position in range(count)])
+    manifest = pd.DataFrame({column: [""] * count for column in MANIFEST_COLUMNS})
+    manifest["index"] = range(count)
+    manifest["patient_id"] = [f"P_{position // 2:05d}" for position in range(count)]
+    manifest["label"] = LABELS
+    manifest["abnormality_type"] = ["mass" if label == 0 else "calcification" for label in LABELS]
+    manifest["split"] = SPLITS
+    return write_prepared(tmp_path / "prepared", patches=patches, manifest=manifest, source="test", options={})
+
+
+def _artifacts(run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for info in MlflowClient().list_artifacts(run_id, path):
+        found |= _artifacts(run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: PreparedDataset) -> None:
+    """What training does in one run: curves and samples, the best-checkpoint report, the `_end` one."""
+    test_rows = dataset.split_indices("test")[::-1]  # any order: the predictions file is sorted by index
+    probabilities = np.array([[0.2], [0.9], [0.6], [0.3], [0.95], [0.1]])  # Keras's (N, 1)
+    history = {"loss": [0.7, 0.5], "val_loss": [0.6, 0.65], "accuracy": [0.5, 0.7], "val_accuracy": [0.6, 0.55]}
+    with tracking.start_run(run_name="report") as run:
+        reports.log_training_plots(
+            history=history, best_epoch=0, dataset=dataset, train_indices=dataset.split_indices("train")
+        )
+        returned = reports.log_test_report(probabilities=probabilities, dataset=dataset, indices=test_rows)
+        reports.log_test_report(
+            probabilities=np.full(6, 0.4), dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX, loss=0.123
+        )
+        train_rows = dataset.split_indices("train")
+        reports.log_test_report(
+            probabilities=np.full(6, 0.7), dataset=dataset, indices=train_rows, prefix="train_", plots=False
+        )
+    logged = MlflowClient().get_run(run.info.run_id).data.metrics
+    labels = dataset.labels[test_rows]
+    expected = evaluation.classification_metrics(labels, probabilities.ravel())
+    for name in tracking.TEST_METRICS:
+        assert returned[name] == pytest.approx(expected[name], nan_ok=True)
+        assert logged[name] == pytest.approx(expected[name], nan_ok=True)
+        assert f"{name}_end" in logged
+    assert logged["test_accuracy_end"] == pytest.approx(labels.tolist().count(0) / 6)
+    assert logged["test_loss_end"] == pytest.approx(0.123)  # the given Keras loss replaces log loss
+    assert logged["train_accuracy"] == pytest.approx(dataset.labels[train_rows].mean())
+    report_files = {
+        tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST,
+        tracking.PREDICTIONS_FILE,
+    }  # fmt: skip
+    end_files = {reports.artifact_name(name, suffix=tracking.END_SUFFIX) for name in report_files}
+    assert "plots/worst_end.png" in end_files
+    # plots=False logged no `train_` files
+    assert _artifacts(run.info.run_id) == {tracking.PLOT_CURVES, tracking.PLOT_SAMPLES} | report_files | end_files
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions.csv"))
+    assert table["index"].tolist() == sorted(test_rows)
+    assert table["probability"].tolist() == pytest.approx(probabilities.ravel()[::-1])
+    assert table["worst"].sum() == logged["test_worst"]
+
+
+def test_artifact_names_follow_prefix_and_suffix() -> None:
+    assert reports.artifact_name(tracking.PLOT_ROC, prefix="val_") == "plots/val_roc.png"
+    assert reports.artifact_name(tracking.PREDICTIONS_FILE, suffix="_end") == "predictions_end.csv"
+    assert reports.artifact_name(tracking.PLOT_ROC) == tracking.PLOT_ROC
+
+
+def test_report_rejects_mismatched_rows(dataset: PreparedDataset) -> None:
+    with pytest.raises(ValueError, match="indices has 6 rows but probabilities has 2"):
+        reports.log_test_report(probabilities=[0.1, 0.2], dataset=dataset, indices=dataset.split_indices("test"))
+    with pytest.raises(ValueError, match=r"row positions within 0\.\.11"):
+        reports.log_test_report(probabilities=[0.1], dataset=dataset, indices=[12])
+
+
+def _results() -> list[dict]:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    model5 = [np.array([0.1, 0.2, 0.3, 0.6, 0.9, 0.8, 0.7, 0.6, 0.9, 0.4]), np.full(10, 0.9) * labels + 0.05]
+    model0 = [np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.9, 0.8, 0.9, 0.4]), np.full(10, 0.3)]
+    return [
+        {"variant": variant, "seed": seed, "run_id": f"{variant}-{seed}", "labels": labels, "probabilities": p}
+        for variant, runs in (("model0", model0), ("model5", model5))
+        for seed, p in enumerate(runs)
+    ]
+
+
+def test_comparison_table_means_intervals_and_paired_mcnemar() -> None:
+    results = _results()
+    results[0]["metrics"] = {"test_auc": 0.99}  # a logged metric wins over the recomputed one
+    table = reports.comparison_table(results)
+    assert table["variant"].tolist() == ["model0", "model5"]
+    assert table["seeds"].tolist() == [2, 2]
+    model0, model5 = table.iloc[0], table.iloc[1]
+    assert model0["test_accuracy"] == pytest.approx((0.3 + 0.4) / 2)
+    assert model5["test_accuracy"] == pytest.approx((0.8 + 1.0) / 2)
+    assert model5["test_accuracy_sd"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
+    assert (model0["ci_low"], model0["ci_high"]) == pytest.approx(evaluation.wilson_interval(0.35, 10))
+    labels = results[0]["labels"]
+    p_seed0 = evaluation.mcnemar_test(labels, results[0]["probabilities"], results[2]["probabilities"])[0]
+    p_seed1 = evaluation.mcnemar_test(labels, results[1]["probabilities"], results[3]["probabilities"])[0]
+    assert model0["mcnemar_p_vs_model5"] == pytest.approx(np.median([p_seed0, p_seed1]))
+    assert model5["mcnemar_p_vs_model5"] == 1.0
+    assert model0["test_auc"] == pytest.approx((0.99 + 0.5) / 2)
+    assert model5["test_wrong"] == pytest.approx((2 + 0) / 2)
+
+
+def test_comparison_needs_the_same_test_patches_and_complete_results() -> None:
+    results = _results()
+    results[2]["labels"] = results[2]["labels"][::-1]
+    with pytest.raises(ValueError, match="different test patches"):
+        reports.comparison_table(results)
+    with pytest.raises(ValueError, match=r"results\[0\] lacks \['probabilities'\]"):
+        reports.comparison_table([{"variant": "model0", "labels": [0]}])
+    only_model0 = reports.comparison_table(_results()[:2])
+    assert math.isnan(only_model0["mcnemar_p_vs_model5"][0])
+
+
+def test_log_comparison_logs_table_markdown_plot_and_p_values() -> None:
+    table = reports.comparison_table(_results())
+    with tracking.start_run(run_name="all") as run:
+        reports.log_comparison(table)
+    run_id = run.info.run_id
+    assert _artifacts(run_id) == {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON}
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert metrics["mcnemar_p_model0"] == pytest.approx(table["mcnemar_p_vs_model5"][0])
+    assert metrics["mcnemar_p_model5"] == 1.0
+    markdown = mlflow.artifacts.load_text(f"runs:/{run_id}/{tracking.COMPARISON_MARKDOWN}").splitlines()
+    assert markdown[0].startswith("| variant | seeds | test_accuracy |")
+    assert markdown[1].startswith("| --- |")
+    assert markdown[2].startswith("| model0 | 2 | 0.35 |")
+    logged = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.COMPARISON_FILE))
+    assert logged["test_accuracy"].tolist() == pytest.approx(table["test_accuracy"].tolist())
