@@ -1,0 +1,278 @@
+"""DICOM in, pixels and metadata out (MONAI's `ImageReader.get_data` idea: `(array, dict)`).
+
+Every pixel goes through pydicom's own `apply_modality_lut` and `apply_voi_lut` rather than a
+re-derivation, MONOCHROME1 is inverted, and the result is mapped onto the full uint16 range so
+that 16-bit data keeps every grey level. Crops and ROI masks are told apart by content (a mask is
+binary), never by file or folder name: CBIS-DDSM's names for them are inconsistent.
+
+`patch_from_dicom` is the one crop-mode preprocessing path: `prepare` builds the training
+patches with it and `predict`/serving call it on uploaded files, so both see identical pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from skimage.transform import resize
+
+from mammo.errors import RecordError
+
+HEADER_KEYWORDS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SeriesDescription",
+    "Rows",
+    "Columns",
+    "BitsStored",
+    "PhotometricInterpretation",
+)
+UINT16_MAX = 65535
+_REDOWNLOAD = "Re-download the series from TCIA (the file is truncated or is not DICOM)."
+
+Source = str | Path | bytes | BinaryIO
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, bytes | bytearray):
+        return "<DICOM bytes>"
+    return str(getattr(source, "name", "<DICOM stream>"))
+
+
+def _open(source: Source, *, stop_before_pixels: bool) -> pydicom.Dataset:
+    """Parse a DICOM file, turning every parser failure into one RecordError with the fix."""
+    name = _source_name(source)
+    target = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    try:
+        return pydicom.dcmread(target, stop_before_pixels=stop_before_pixels)
+    except FileNotFoundError as exc:
+        raise RecordError(f"{name}: file not found. Check the path.", reason="missing_file") from exc
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecordError(
+            f"{name} is not a readable DICOM file ({exc}). {_REDOWNLOAD}", reason="unreadable_dicom"
+        ) from exc
+
+
+def _header_of(ds: pydicom.Dataset) -> dict[str, Any]:
+    header: dict[str, Any] = {}
+    for keyword in HEADER_KEYWORDS:
+        value = ds.get(keyword)
+        header[keyword] = (
+            None if value is None else (int(value) if keyword in ("Rows", "Columns", "BitsStored") else str(value))
+        )
+    meta = getattr(ds, "file_meta", None)
+    header["TransferSyntaxUID"] = (
+        str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    )
+    return header
+
+
+def read_header(path: str | Path | bytes | BinaryIO) -> dict[str, Any]:
+    """Header fields used to index a tree (keys are DICOM keywords; absent ones are None).
+
+    Stops before the pixel data, so indexing thousands of mammograms reads kilobytes, not gigabytes.
+    """
+    return _header_of(_open(path, stop_before_pixels=True))
+
+
+def _stored_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def _lut_range(item: pydicom.Dataset) -> tuple[float, float]:
+    return 0.0, 2.0 ** int(item.LUTDescriptor[2]) - 1
+
+
+def _has_voi(ds: pydicom.Dataset) -> bool:
+    return bool(ds.get("VOILUTSequence")) or (ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None)
+
+
+def _output_range(ds: pydicom.Dataset, *, voi: bool) -> tuple[float, float]:
+    """Nominal value range after the LUTs, mirroring how pydicom sizes its own outputs.
+
+    Mapping this range (not the image's own min/max) onto uint16 keeps intensities comparable
+    across images: a 16-bit image without LUTs comes out unchanged.
+    """
+    if voi and ds.get("VOILUTSequence") and ds.VOILUTSequence[0].get("LUTDescriptor") is not None:
+        return _lut_range(ds.VOILUTSequence[0])
+    if ds.get("ModalityLUTSequence"):
+        return _lut_range(ds.ModalityLUTSequence[0])
+    low, high = _stored_range(ds)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+    return low, high
+
+
+def _to_uint16(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if low == 0 and high == UINT16_MAX and values.dtype == np.uint16:
+        return values.copy()
+    scaled = (values.astype(np.float64) - low) * (UINT16_MAX / max(high - low, 1e-12))
+    return np.clip(np.rint(scaled), 0, UINT16_MAX).astype(np.uint16)
+
+
+def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
+    if "PixelData" not in ds:
+        raise RecordError(f"{name} has no Pixel Data. {_REDOWNLOAD}", reason="unreadable_dicom")
+    try:
+        return ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, EOFError, AttributeError, KeyError) as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise RecordError(
+            f"{name}: pixel data cannot be decoded (transfer syntax {syntax}: {exc}). "
+            f"{_REDOWNLOAD} If the file is intact, install the decoder pydicom names above (e.g. pylibjpeg plugins).",
+            reason="unreadable_dicom",
+        ) from exc
+
+
+def read_pixels(source: Source) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
+
+    Steps: decode (compressed transfer syntaxes through the pylibjpeg plugins) →
+    `apply_modality_lut` → `apply_voi_lut` only when a VOI LUT or window is present → invert
+    MONOCHROME1 so that bright always means dense → map the nominal output range (e.g. 0..4095
+    for 12-bit data, 0..65535 for 16-bit) linearly onto 0..65535.
+
+    Raises:
+        RecordError: reason ``unreadable_dicom`` for non-DICOM/truncated/undecodable input,
+            ``wrong_image_kind`` for colour or multi-frame images.
+    """
+    name = _source_name(source)
+    ds = _open(source, stop_before_pixels=False)
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise RecordError(
+            f"{name}: PhotometricInterpretation {photometric or 'missing'} is not a greyscale mammogram "
+            "(MONOCHROME1/MONOCHROME2 expected). Pass a CBIS-DDSM DICOM.",
+            reason="wrong_image_kind",
+        )
+    stored = _decode(ds, name)
+    if stored.ndim != 2:
+        raise RecordError(f"{name}: expected one 2-D frame, got shape {stored.shape}.", reason="wrong_image_kind")
+    values = apply_modality_lut(stored, ds)
+    voi = _has_voi(ds)
+    if voi:
+        values = apply_voi_lut(values, ds, index=0)
+    low, high = _output_range(ds, voi=voi)
+    if photometric == "MONOCHROME1":
+        values = (low + high) - values.astype(np.float64)
+    pixels = _to_uint16(values, low, high)
+    meta = _header_of(ds)
+    meta.update(
+        source=name,
+        shape=pixels.shape,
+        value_range=(low, high),
+        modality_lut="ModalityLUTSequence" in ds or "RescaleSlope" in ds,
+        voi_lut=voi,
+        inverted=photometric == "MONOCHROME1",
+    )
+    return pixels, meta
+
+
+def is_roi_mask(pixels: np.ndarray) -> bool:
+    """True for a binary image: only 0 and at most one other value (an empty mask counts).
+
+    Two linear passes, no sort, so it stays cheap on a full-size 4000×3000 mask.
+    """
+    values = np.asarray(pixels)
+    if values.size == 0 or values.min() != 0:
+        return False
+    top = values.max()
+    return top == 0 or int(np.count_nonzero(values)) == int(np.count_nonzero(values == top))
+
+
+def resize_patch(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize to (size, size) uint16 with anti-aliasing, keeping the aspect ratio.
+
+    A non-square image is first padded on its short side (symmetric reflection, centred) to a
+    square, so a lesion is never stretched and no artificial constant border appears; the square
+    is then resized with bilinear interpolation and Gaussian anti-aliasing (skimage,
+    `preserve_range`), rounded and clipped back into uint16.
+    """
+    image = np.asarray(pixels)
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"resize_patch needs a non-empty 2-D image, got shape {image.shape}")
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size=}")
+    rows, cols = image.shape
+    side = max(rows, cols)
+    pad_rows, pad_cols = side - rows, side - cols
+    if pad_rows or pad_cols:
+        pad = ((pad_rows // 2, pad_rows - pad_rows // 2), (pad_cols // 2, pad_cols - pad_cols // 2))
+        image = np.pad(image, pad, mode="symmetric")
+    if side == size:
+        return np.clip(image, 0, UINT16_MAX).astype(np.uint16)
+    out = resize(
+        image.astype(np.float32), (size, size), order=1, mode="reflect", anti_aliasing=side > size, preserve_range=True
+    )
+    return np.clip(np.rint(out), 0, UINT16_MAX).astype(np.uint16)  # (size, size)
+
+
+def _span(center: float, length: int, limit: int) -> tuple[int, int]:
+    """A window of `length` around `center`, shifted (not shrunk) to stay inside 0..limit where possible."""
+    start = round(center - length / 2)
+    start = min(max(start, 0), max(limit - length, 0))
+    return start, min(start + length, limit)
+
+
+def crop_around_mask(full: np.ndarray, mask: np.ndarray, *, margin: float = 0.25, square: bool = True) -> np.ndarray:
+    """Cut the full mammogram around the mask's bounding box plus `margin` of context on each side.
+
+    The box grows by `margin` × its height (top and bottom) and × its width (left and right); with
+    `square` it then grows to a square around the same centre, so the later resize needs little
+    padding. A box that runs past the image edge is shifted back inside, then clipped to the image.
+
+    Raises:
+        RecordError: reason ``wrong_image_kind`` if the mask's shape differs from the image's or the mask is empty.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin=}")
+    if full.shape != mask.shape:
+        raise RecordError(
+            f"ROI mask shape {mask.shape} does not match the full mammogram {full.shape}; "
+            "the mask belongs to another image. Re-download the series.",
+            reason="wrong_image_kind",
+        )
+    rows = np.flatnonzero(np.any(mask, axis=1))
+    cols = np.flatnonzero(np.any(mask, axis=0))
+    if rows.size == 0:
+        raise RecordError(
+            "ROI mask is empty (all zero): there is no abnormality to cut out.", reason="wrong_image_kind"
+        )
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    box_rows, box_cols = round(height * (1 + 2 * margin)), round(width * (1 + 2 * margin))
+    if square:
+        box_rows = box_cols = max(box_rows, box_cols)
+    r0, r1 = _span((rows[0] + rows[-1] + 1) / 2, box_rows, full.shape[0])
+    c0, c1 = _span((cols[0] + cols[-1] + 1) / 2, box_cols, full.shape[1])
+    return full[r0:r1, c0:c1]
+
+
+def patch_from_dicom(source: Source, *, size: int = 150) -> tuple[np.ndarray, dict[str, Any]]:
+    """Crop-mode preprocessing of one cropped-ROI DICOM: `read_pixels` → `resize_patch`.
+
+    Raises:
+        RecordError: reason ``roi_mask`` when the file is a binary ROI mask rather than a cropped
+            image (CBIS-DDSM's file names mix them up), besides the reasons of `read_pixels`.
+    """
+    pixels, meta = read_pixels(source)
+    if is_roi_mask(pixels):
+        raise RecordError(
+            f"{meta['source']} is an ROI mask (a binary image), not a cropped mammogram patch. "
+            "Pass the cropped-image DICOM of the same series instead.",
+            reason="roi_mask",
+        )
+    meta["patch_size"] = size
+    return resize_patch(pixels, size), meta

@@ -1,0 +1,190 @@
+"""mammo.data.dicom: LUTs, MONOCHROME1, compression, mask-vs-crop, resizing, on tiny in-memory DICOMs and real files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+from mammo.data.dicom import (
+    crop_around_mask,
+    is_roi_mask,
+    patch_from_dicom,
+    read_header,
+    read_pixels,
+    resize_patch,
+)
+from mammo.errors import RecordError
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "dicom"
+REAL_CROP = REAL / "Mass-Test_P_00016_LEFT_CC_1" / "10-04-2016-DDSM-09887" / "1-cropped images-26184" / "000001.dcm"
+MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
+
+
+def make_dicom(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 16, **attrs) -> bytes:
+    """A minimal valid greyscale DICOM file (bytes) holding `pixels` as uint16."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MAMMOGRAPHY
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = MAMMOGRAPHY, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.Modality, ds.SeriesDescription = "TEST", "MG", "test image"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def ramp(rows: int = 16, cols: int = 12, top: int = 65535) -> np.ndarray:
+    return np.linspace(0, top, rows * cols).round().astype(np.uint16).reshape(rows, cols)
+
+
+def test_16_bit_monochrome2_comes_back_unchanged_with_its_header() -> None:
+    pixels = ramp()
+    out, meta = read_pixels(make_dicom(pixels))
+    assert out.dtype == np.uint16 and out.shape == pixels.shape
+    np.testing.assert_array_equal(out, pixels)
+    assert meta["PhotometricInterpretation"] == "MONOCHROME2" and meta["Rows"] == 16 and not meta["inverted"]
+
+
+def test_monochrome1_is_inverted_so_bright_means_dense() -> None:
+    pixels = ramp()
+    out, meta = read_pixels(make_dicom(pixels, photometric="MONOCHROME1"))
+    np.testing.assert_array_equal(out, 65535 - pixels)
+    assert meta["inverted"]
+
+
+def test_modality_lut_rescale_is_applied_and_mapped_onto_uint16() -> None:
+    stored = ramp(top=4095)  # 12-bit data
+    out, meta = read_pixels(make_dicom(stored, bits_stored=12, RescaleSlope=2, RescaleIntercept=-100))
+    low, high = meta["value_range"]
+    assert (low, high) == (-100.0, 4095 * 2 - 100.0)
+    expected = np.rint((stored * 2.0 - 100 - low) * 65535 / (high - low)).astype(np.uint16)
+    np.testing.assert_array_equal(out, expected)
+    assert out.min() == 0 and out.max() == 65535 and meta["modality_lut"]
+
+
+def test_voi_window_clips_outside_and_spreads_inside_the_window() -> None:
+    stored = np.array([[0, 500, 2000, 3500, 4000]], dtype=np.uint16)  # window 1000..3000
+    out, meta = read_pixels(make_dicom(stored, bits_stored=12, WindowCenter=2000, WindowWidth=2000))
+    assert meta["voi_lut"]
+    assert out[0, 0] == 0 and out[0, 1] == 0  # below the window
+    assert out[0, 3] == 65535 and out[0, 4] == 65535  # above its top
+    assert abs(int(out[0, 2]) - 32768) < 40  # the centre lands mid-range
+
+
+def test_no_voi_lut_applied_without_a_window() -> None:
+    _, meta = read_pixels(make_dicom(ramp()))
+    assert not meta["voi_lut"] and not meta["modality_lut"]
+
+
+def test_jpeg2000_compressed_file_decodes_losslessly() -> None:
+    from pydicom.pixels import get_encoder
+
+    encoder = get_encoder(JPEG2000Lossless)
+    if not encoder.is_available:
+        pytest.skip(f"no JPEG 2000 encoder installed ({encoder.missing_dependencies}); decoding is still supported")
+    pixels = ramp(64, 64)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(pixels)))
+    ds.compress(JPEG2000Lossless)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    out, meta = read_pixels(buffer.getvalue())
+    assert meta["TransferSyntaxUID"] == JPEG2000Lossless
+    np.testing.assert_array_equal(out, pixels)
+
+
+def test_mask_and_crop_are_told_apart_by_content() -> None:
+    mask = np.zeros((20, 30), np.uint16)
+    mask[5:9, 4:12] = 255
+    assert is_roi_mask(mask) and is_roi_mask(mask * 257) and is_roi_mask(np.zeros((4, 4), np.uint16))
+    assert not is_roi_mask(ramp()) and not is_roi_mask(np.full((4, 4), 7, np.uint16))
+    three_values = mask.copy()
+    three_values[0, 0] = 3
+    assert not is_roi_mask(three_values)
+
+
+def test_resize_patch_keeps_aspect_range_and_dtype() -> None:
+    wide = np.full((40, 80), 1000, np.uint16)
+    wide[:, :40] = 65535
+    patch = resize_patch(wide, 20)
+    assert patch.shape == (20, 20) and patch.dtype == np.uint16
+    assert patch.max() == 65535 and patch.min() == 1000  # symmetric padding: no artificial border value
+    assert (patch[:, :8] == 65535).all()  # left half stays left: not stretched past the middle
+    np.testing.assert_array_equal(resize_patch(np.full((7, 3), 5, np.uint16), 9), np.full((9, 9), 5))
+
+
+def test_crop_around_mask_adds_margin_and_stays_inside_the_image() -> None:
+    full = np.arange(200 * 300, dtype=np.uint16).reshape(200, 300)
+    mask = np.zeros_like(full)
+    mask[100:120, 150:170] = 1  # 20×20 box
+    patch = crop_around_mask(full, mask, margin=0.25)
+    assert patch.shape == (30, 30)
+    np.testing.assert_array_equal(patch, full[95:125, 145:175])
+    corner = np.zeros_like(full)
+    corner[0:10, 290:300] = 1
+    edge = crop_around_mask(full, corner, margin=0.5)
+    np.testing.assert_array_equal(edge, full[0:20, 280:300])  # shifted back inside, still square
+
+
+def test_crop_around_mask_rejects_a_mask_of_another_size_or_an_empty_one() -> None:
+    full = np.ones((50, 60), np.uint16)
+    with pytest.raises(RecordError, match="does not match") as info:
+        crop_around_mask(full, np.ones((40, 60), np.uint16))
+    assert info.value.reason == "wrong_image_kind"
+    with pytest.raises(RecordError, match="empty"):
+        crop_around_mask(full, np.zeros_like(full))
+
+
+def test_real_crop_header_and_patch_from_path_and_bytes_agree() -> None:
+    header = read_header(REAL_CROP)
+    assert header["SeriesInstanceUID"].endswith("26184") and (header["Rows"], header["Columns"]) == (384, 385)
+    assert header["SeriesDescription"] == "cropped images" and header["BitsStored"] == 16
+    patch, meta = patch_from_dicom(REAL_CROP, size=150)
+    assert patch.shape == (150, 150) and patch.dtype == np.uint16 and meta["PatientID"] == "Mass-Test_P_00016_LEFT_CC_1"
+    assert patch.max() > 60000  # the 16-bit range survives
+    np.testing.assert_array_equal(patch_from_dicom(REAL_CROP.read_bytes(), size=150)[0], patch)
+
+
+def test_patch_from_dicom_refuses_a_roi_mask() -> None:
+    mask = np.zeros((64, 48), np.uint16)
+    mask[10:20, 10:20] = 65535
+    with pytest.raises(RecordError, match="ROI mask") as info:
+        patch_from_dicom(make_dicom(mask))
+    assert info.value.reason == "roi_mask"
+
+
+def test_truncated_and_non_dicom_files_raise_unreadable_with_the_fix(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(REAL_CROP.read_bytes()[:5000])
+    with pytest.raises(RecordError, match="Re-download the series") as info:
+        read_pixels(truncated)
+    assert info.value.reason == "unreadable_dicom" and str(truncated) in str(info.value)
+    text = tmp_path / "notes.dcm"
+    text.write_text("not a DICOM file\n")
+    with pytest.raises(RecordError, match="not a readable DICOM") as info:
+        read_header(text)
+    assert info.value.reason == "unreadable_dicom"
+
+
+def test_colour_images_are_the_wrong_kind() -> None:
+    data = make_dicom(np.zeros((4, 4), np.uint16))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PhotometricInterpretation = "RGB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(RecordError, match="greyscale") as info:
+        read_pixels(buffer.getvalue())
+    assert info.value.reason == "wrong_image_kind"
