@@ -7,6 +7,8 @@ Module map (one line each):
     data/cbis    the CBIS-DDSM case-description CSVs and the DICOM tree indexed by UIDs
     data/tensors the published project's numpy layout
     data/synthetic  a generated CBIS-DDSM tree in the real TCIA layout (the default)
+    data/cohort  synthetic patients, lesions, CSV descriptors and the official split (pure)
+    data/phantom synthetic pixels: breast, tissue, masses, calcification clusters (pure)
     data/splits  validation carved from train by patient (or by image, as published)
     data/prepare source → prepared dataset, with the skip report
     variants     Model 0–5 as a table of hyperparameters + one Functional builder
