@@ -147,3 +147,23 @@ def log_prepared_input(dataset: Any, *, context: str = "training") -> None:
         schema=None,
     )
     mlflow.log_input(meta, context=context, tags={"counts": json.dumps(dataset.info["counts"])})
+
+
+def log_classifier_evaluation(*, labels: Any, predictions: Any) -> dict[str, float]:
+    """MLflow's standard classifier evaluation of predictions already made (static-prediction mode).
+
+    Adds MLflow's own metrics (precision, recall, F1, confusion counts) and confusion-matrix
+    plot to the active run; returns its metrics. Explainability (SHAP) is off: it needs the model.
+    """
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "label": np.asarray(labels, dtype=np.int64).reshape(-1),
+        "prediction": np.asarray(predictions, dtype=np.int64).reshape(-1),  # 0/1 labels, not probabilities
+    })  # fmt: skip
+    result = mlflow.models.evaluate(
+        data=frame, targets="label", predictions="prediction", model_type="classifier",
+        evaluator_config={"log_model_explainability": False, "pos_label": 1},
+    )  # fmt: skip
+    return {name: float(value) for name, value in result.metrics.items()}
