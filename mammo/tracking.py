@@ -167,3 +167,43 @@ def log_classifier_evaluation(*, labels: Any, predictions: Any) -> dict[str, flo
         evaluator_config={"log_model_explainability": False, "pos_label": 1},
     )  # fmt: skip
     return {name: float(value) for name, value in result.metrics.items()}
+
+
+# The Optuna study (mammo.study): one parent run per invocation, one nested run per trial.
+STUDY_TAG = "optuna_study"  # on the parent and on every trial run: the study's name
+TRIAL_NUMBER_TAG = "optuna_trial_number"
+TRIAL_STATE_TAG = "optuna_trial_state"  # complete / pruned / failed
+BEATS_MODEL5_TAG = "beats_model5"  # true / false / unknown, on the best trial's run and the parent
+MCNEMAR_MODEL5 = "mcnemar_p_vs_model5"
+OPTUNA_VALUE = "optuna_value"  # a trial's objective: the study metric at the kept (best-val_loss) epoch
+PLOT_OPTUNA_HISTORY = "plots/optuna_history.png"
+PLOT_OPTUNA_IMPORTANCES = "plots/optuna_importances.png"
+PLOT_OPTUNA_PARALLEL = "plots/optuna_parallel.png"
+PLOT_OPTUNA_SLICE = "plots/optuna_slice.png"
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
+def end_run(*, status: str) -> None:
+    """End the active run with another status than FINISHED (a pruned trial's run ends KILLED)."""
+    mlflow.end_run(status=status)
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any], *, metrics: Mapping[str, float] | None = None) -> None:
+    """Tags and metrics on a run that may have ended (e.g. the best trial, run by another worker)."""
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, float(value))
+
+
+def load_run_table(run_id: str, artifact_file: str) -> Any:
+    """A CSV artifact of a run (e.g. PREDICTIONS_FILE) as a pandas DataFrame."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp)
+        return pd.read_csv(path)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install (if missing) and start a local PostgreSQL server for tests/test_study_postgres.py.
+#
+# Idempotent: safe to run again on a machine where the server is already installed and running.
+# Creates the login role mammo (password mammo) and the databases mammo and mammo_test it owns,
+# so the test's default URL postgresql://mammo:mammo@127.0.0.1:5432/mammo_test works. Exports
+# nothing; point the test elsewhere with MAMMO_POSTGRES_URL. Debian/Ubuntu (apt, pg_ctlcluster).
+set -euo pipefail
+
+ROLE=${MAMMO_POSTGRES_ROLE:-mammo}
+PASSWORD=${MAMMO_POSTGRES_PASSWORD:-mammo}
+DATABASES=${MAMMO_POSTGRES_DATABASES:-"mammo mammo_test"}
+PORT=${MAMMO_POSTGRES_PORT:-5432}
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+
+as_postgres() {  # run a command as the postgres OS user (peer authentication on the local socket)
+  if [ "$(id -un)" = postgres ]; then "$@"; elif [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+  echo "postgres.sh: installing PostgreSQL with apt-get"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql
+fi
+
+VERSION=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
+  echo "postgres.sh: creating cluster $VERSION/main on port $PORT"
+  $SUDO pg_createcluster --port "$PORT" "$VERSION" main
+fi
+if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" && $4 == "online"' | grep -q .; then
+  echo "postgres.sh: starting cluster $VERSION/main"
+  # pg_ctlcluster works without systemd (containers, CI runners); `service` needs an init system.
+  $SUDO pg_ctlcluster "$VERSION" main start
+fi
+
+for _ in $(seq 1 30); do
+  pg_isready -q -h 127.0.0.1 -p "$PORT" && break
+  sleep 1
+done
+pg_isready -h 127.0.0.1 -p "$PORT"
+
+psql_admin() { as_postgres psql -v ON_ERROR_STOP=1 -p "$PORT" -tAc "$1"; }
+
+if [ -z "$(psql_admin "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" ]; then
+  psql_admin "CREATE ROLE $ROLE LOGIN PASSWORD '$PASSWORD' CREATEDB"
+else
+  psql_admin "ALTER ROLE $ROLE LOGIN PASSWORD '$PASSWORD'"
+fi
+for DATABASE in $DATABASES; do
+  if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" ]; then
+    psql_admin "CREATE DATABASE $DATABASE OWNER $ROLE"
+  fi
+done
+echo "postgres.sh: ready at postgresql://$ROLE:***@127.0.0.1:$PORT/ (databases: $DATABASES)"

@@ -1,0 +1,302 @@
+"""The study job: Optuna trials as nested MLflow runs under one parent run per invocation.
+
+Each trial is a run nested under the invocation's parent run, with the `train` params and
+per-epoch metrics, tagged with the study name, the trial number and its final state
+(`optuna_trial_state` = complete / pruned / failed). Every complete trial logs its test metrics
+and predictions (selection uses the validation metric only; the predictions let the best model
+be paired with Model 5). A pruned trial stops at the epoch the pruner chose and its run ends
+KILLED: FINISHED would put half-trained runs among the finished ones in the UI, FAILED would call
+an expected outcome an error. A failed trial's run ends FAILED.
+
+The best model is the best trial's own model, not a retrained one. A trial that improves on the
+study's best when it completes logs everything `train` logs (figures, summary, the model), so
+the final best trial, which was the best when it completed, always holds its model whichever
+worker or invocation ran it, while the other trials skip the figures and the model. Only a
+best trial without a model (from a study run by an older version) is retrained, in a
+`best-trial-N-retrain` run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from mammo import search, study_report, tracking
+from mammo.data.store import PreparedDataset
+from mammo.errors import ConfigError
+from mammo.variants import TrainConfig, make_config
+
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
+MODEL_ATTR = "model_logged"  # trial user attr: the run holds the trial's model
+SEARCH_VARIANT = "optuna"  # the variant label of trials other than Model 5
+PRUNED_STATUS = "KILLED"
+BEST_MODEL_CHOICES = ("keep", "skip")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """One invocation of the study; `None` epochs/image_size mean the schedule's / the dataset's."""
+
+    study_name: str = search.DEFAULT_STUDY_NAME
+    storage: str = search.DEFAULT_STORAGE
+    sampler: str = "tpe"
+    pruner: str = "median"
+    metric: str = search.DEFAULT_METRIC
+    n_trials: int | None = 20
+    timeout: float | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    schedule: str = "quick"
+    best_model: str = "keep"  # keep: tag (and if needed retrain) the best model; skip: leave it to another worker
+    heartbeat_interval: int = search.HEARTBEAT_INTERVAL
+    grace_period: int = search.GRACE_PERIOD
+    max_retry: int = search.MAX_RETRY
+    verbose: int | None = None
+
+    def check(self) -> None:
+        """Every bad value named with its fix, before the storage or TensorFlow is touched."""
+        search.metric_direction(self.metric)
+        search.storage_kind(self.storage)
+        search.make_sampler(self.sampler, seed=self.seed)
+        search.make_pruner(self.pruner, epochs=self.epochs or 1)
+        if self.n_trials is None and self.timeout is None:
+            raise ConfigError("give --n-trials or --timeout (or both): otherwise the study never stops.")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ConfigError(f"--n-trials must be at least 1, got {self.n_trials}.")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
+        if self.best_model not in BEST_MODEL_CHOICES:
+            raise ConfigError(f"--best-model must be one of {', '.join(BEST_MODEL_CHOICES)}; got {self.best_model!r}.")
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    parent_run_id: str
+    study: optuna.Study
+    metrics: dict[str, float]
+    trials_run: int  # by this invocation
+    seconds: float  # of optimisation in this invocation
+    best_run_id: str | None
+    comparison: dict[str, Any]
+
+
+def base_config(settings: StudySettings, dataset: PreparedDataset) -> TrainConfig:
+    """Model 5 under the study's schedule, epochs, image size and seed: the reference trial."""
+    return make_config(
+        "model5", schedule=settings.schedule, epochs=settings.epochs, seed=settings.seed,
+        image_size=settings.image_size or dataset.image_size,
+    )  # fmt: skip
+
+
+def trial_config(base: TrainConfig, params: dict[str, Any], *, reference: bool) -> TrainConfig:
+    """Model 5's config with the trial's point of the space (validated like any CLI override)."""
+    config = make_config(
+        "model5", schedule=base.schedule, epochs=base.epochs, seed=base.seed, image_size=base.image_size,
+        precision=base.precision, **search.config_overrides(params),
+    )  # fmt: skip
+    return config if reference else dataclasses.replace(config, variant=SEARCH_VARIANT)
+
+
+def reference_params(config: TrainConfig) -> dict[str, Any]:
+    return search.space_params(dataclasses.asdict(config))
+
+
+def objective_value(history: dict[str, list[float]], *, metric: str, best_epoch: int) -> float:
+    """The study metric at the kept (best-val_loss, 1-based) epoch: the model the trial would deliver."""
+    values = history.get(metric)
+    if not values:
+        raise ValueError(f"training logged no {metric}; the study metric must be one of {list(history)}")
+    value = float(values[best_epoch - 1])
+    if not math.isfinite(value):
+        raise ValueError(f"{metric} is {value} at epoch {best_epoch} (e.g. one class missing from validation)")
+    return value
+
+
+class TrialObjective:
+    """One Optuna trial = one nested `train` run, pruned per epoch on the study metric."""
+
+    def __init__(
+        self, *, settings: StudySettings, dataset: PreparedDataset, base: TrainConfig, parent_run_id: str,
+        experiment: str | None = None,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.dataset = dataset
+        self.base = base
+        self.parent_run_id = parent_run_id
+        self.experiment = experiment  # the parent's, so trial runs land beside it
+        self.trials_run = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.trials_run += 1
+        tags = {tracking.STUDY_TAG: self.settings.study_name, tracking.TRIAL_NUMBER_TAG: trial.number}
+        with tracking.start_run(
+            run_name=f"trial-{trial.number}", experiment=self.experiment, parent_run_id=self.parent_run_id,
+            tags={**tags, "mammo.entry": "study"},
+        ) as run:  # fmt: skip
+            # A retried stale trial inherits its predecessor's user attrs: point them at this run.
+            trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+            trial.set_user_attr(MODEL_ATTR, False)
+            try:
+                return self._train(trial)
+            finally:
+                import keras
+
+                keras.backend.clear_session()  # free the trial's graph before the next one
+                gc.collect()
+
+    def _train(self, trial: optuna.Trial) -> float:
+        """Train the trial's point in the active run; the run's state tag says how it ended."""
+        from optuna_integration import KerasPruningCallback
+
+        from mammo.pipeline import choose_precision
+        from mammo.training import MlflowEpochLogger, fit, run_params
+
+        try:
+            params = search.suggest_params(trial, image_size=self.base.image_size)
+            reference = trial.user_attrs.get(search.REFERENCE_ATTR) == search.REFERENCE_VALUE
+            config = trial_config(self.base, params, reference=reference)
+            tracking.set_tags({"mammo.variant": config.variant})
+            tracking.log_params(run_params(config, self.dataset, precision=choose_precision(config.precision)))
+            tracking.log_prepared_input(self.dataset, context="training")
+            # After the epoch logger, so a pruned trial's run keeps the epoch it was pruned at.
+            callbacks = [MlflowEpochLogger(), KerasPruningCallback(trial, self.settings.metric)]
+            result = fit(config, self.dataset, callbacks=callbacks, verbose=self.settings.verbose)
+            value = objective_value(result.history, metric=self.settings.metric, best_epoch=result.best_epoch)
+        except optuna.TrialPruned:
+            tracking.set_tags({tracking.TRIAL_STATE_TAG: "pruned"})
+            tracking.end_run(status=PRUNED_STATUS)
+            raise
+        except BaseException:  # an error, or Ctrl-C: Optuna records both as FAIL
+            tracking.set_tags({tracking.TRIAL_STATE_TAG: "failed"})
+            raise
+        tracking.log_metrics({tracking.OPTUNA_VALUE: value})
+        if search.improves_on_best(trial.study, value):
+            from mammo.training import log_outcome
+
+            log_outcome(result, config=config, dataset=self.dataset, log_model=True)  # everything `train` logs
+            trial.set_user_attr(MODEL_ATTR, True)
+        else:
+            log_scores(result, dataset=self.dataset)
+        tracking.set_tags({tracking.TRIAL_STATE_TAG: "complete"})
+        return value
+
+
+def log_scores(result: Any, *, dataset: PreparedDataset) -> None:
+    """A trial that is not the best so far: test metrics and predictions, no figures and no model.
+
+    The predictions let any trial be paired with another later (McNemar); figures and a model
+    are logged only by trials that improve on the best, the candidates for the kept model.
+    """
+    from mammo import evaluation, reports
+
+    test_rows = result.splits.test_indices
+    reports.log_test_report(probabilities=result.probabilities, dataset=dataset, indices=test_rows, plots=False)
+    table = evaluation.predictions_table(dataset.manifest.iloc[test_rows], result.probabilities)
+    tracking.log_dataframe(table, tracking.PREDICTIONS_FILE)
+    tracking.log_metrics({"val_accuracy": result.val_accuracy}, step=result.epochs_run)
+    tracking.log_metrics({"best_epoch": result.best_epoch})
+
+
+def study_params(settings: StudySettings, dataset: PreparedDataset, base: TrainConfig) -> dict[str, Any]:
+    return {
+        "study_name": settings.study_name, "storage": search.describe_storage(settings.storage),
+        "sampler": settings.sampler, "pruner": settings.pruner, "metric": settings.metric,
+        "n_trials": settings.n_trials, "timeout": settings.timeout, "epochs": base.epochs,
+        "image_size": base.image_size, "seed": base.seed, "schedule": base.schedule,
+        "data_source": dataset.source, "data_digest": dataset.digest,
+    }  # fmt: skip
+
+
+def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: str | None = None) -> StudyOutcome:
+    """Run (or continue) the study; log the parent run's summary, plots and the best model's verdict."""
+    settings.check()
+    base = base_config(settings, dataset)
+    tags = {tracking.STUDY_TAG: settings.study_name, "mammo.entry": "study"}
+    with tracking.start_run(run_name=f"study-{settings.study_name}", experiment=experiment, tags=tags) as parent:
+        tracking.log_params(study_params(settings, dataset, base))
+        tracking.log_prepared_input(dataset, context="training")
+        study = open_study(settings, dataset=dataset, base=base)
+        objective = TrialObjective(
+            settings=settings, dataset=dataset, base=base, parent_run_id=parent.info.run_id, experiment=experiment
+        )
+        started = time.perf_counter()
+        study.optimize(
+            objective, n_trials=settings.n_trials, timeout=settings.timeout, catch=(Exception,), gc_after_trial=True
+        )
+        seconds = time.perf_counter() - started
+        rate = {"trials_run": objective.trials_run, "trials_per_hour": objective.trials_run / seconds * 3600}
+        best = kept_trial(study)
+        metrics = study_report.log_study_summary(study, best=best, extra_metrics=rate)
+        best_run_id, comparison = None, {}
+        if settings.best_model == "keep" and best is not None:
+            best_run_id = best_model_run(best, objective)
+            comparison = compare_with_model5(study, best_run_id=best_run_id, parent_run_id=parent.info.run_id)
+    return StudyOutcome(
+        parent_run_id=parent.info.run_id, study=study, metrics=metrics, trials_run=objective.trials_run,
+        seconds=seconds, best_run_id=best_run_id, comparison=comparison,
+    )  # fmt: skip
+
+
+def open_study(settings: StudySettings, *, dataset: PreparedDataset, base: TrainConfig) -> optuna.Study:
+    """The study in its storage, with the conditions every trial must share and Model 5 enqueued."""
+    storage = search.open_storage(
+        settings.storage, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
+        max_retry=settings.max_retry,
+    )  # fmt: skip
+    conditions = {
+        "epochs": base.epochs, "image_size": base.image_size, "data_digest": dataset.digest,
+        "schedule": base.schedule, "seed": base.seed,
+    }  # fmt: skip
+    return search.load_study(
+        study_name=settings.study_name, storage=storage, metric=settings.metric,
+        sampler=search.make_sampler(settings.sampler, seed=settings.seed),
+        pruner=search.make_pruner(settings.pruner, epochs=base.epochs), attrs=conditions,
+        reference_params=reference_params(base),
+    )  # fmt: skip
+
+
+def compare_with_model5(study: optuna.Study, *, best_run_id: str, parent_run_id: str) -> dict[str, Any]:
+    reference = search.reference_trial(study, states=(TrialState.COMPLETE,))
+    return study_report.log_comparison(
+        best_run_id=best_run_id, parent_run_id=parent_run_id,
+        reference_run_id=reference.user_attrs.get(RUN_ID_ATTR) if reference else None,
+    )  # fmt: skip
+
+
+def kept_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best trial whose model is kept: on a tie, the first that logged its model.
+
+    A trial logs its model only when it improves strictly on the study's best, so of several
+    trials tied at the best value the one that completed first holds the model.
+    """
+    tied = search.best_trials(study)
+    with_model = [trial for trial in tied if trial.user_attrs.get(MODEL_ATTR) and trial.user_attrs.get(RUN_ID_ATTR)]
+    return (with_model or tied or [None])[0]
+
+
+def best_model_run(best: optuna.trial.FrozenTrial, objective: TrialObjective) -> str:
+    """The run holding the best trial's model: its own run, or a retrain when it logged none."""
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    if run_id and best.user_attrs.get(MODEL_ATTR):
+        return run_id
+    from mammo.training import train_run
+
+    reference = best.user_attrs.get(search.REFERENCE_ATTR) == search.REFERENCE_VALUE
+    config = trial_config(objective.base, best.params, reference=reference)
+    tags = {
+        tracking.STUDY_TAG: objective.settings.study_name, tracking.TRIAL_NUMBER_TAG: best.number,
+        "mammo.entry": "study", "mammo.variant": config.variant,
+    }  # fmt: skip
+    run_id, _, _ = train_run(
+        config, objective.dataset, run_name=f"best-trial-{best.number}-retrain", parent_run_id=objective.parent_run_id,
+        tags=tags, experiment=objective.experiment, verbose=objective.settings.verbose,
+    )  # fmt: skip
+    return run_id

@@ -1,0 +1,259 @@
+"""Model 0–5 as data: one table of hyperparameters, one typed config, one Functional builder.
+
+The published series changed one thing per model; here each model is a row of `VARIANTS`, the
+run-length settings come from a `schedule` ("quick" for a 2-core CPU, "published" for the
+paper's 500 epochs), and any field can be overridden from the CLI or an Optuna trial through
+`make_config`, which rejects unknown names and bad values with a ConfigError naming the parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import keras
+
+from mammo.data.splits import SPLIT_MODES
+from mammo.errors import ConfigError
+
+OPTIMIZERS = ("adam", "rmsprop")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+_BASE: dict[str, Any] = {
+    "filters": (32, 64), "dense_units": 0, "dropout": 0.0, "l2": 0.0, "optimizer": "adam",
+    "learning_rate": 1e-3, "lr_decay": 0.0, "batch_size": 32, "early_stopping": False, "augment": 0.0,
+}  # fmt: skip
+_MODEL3 = {"filters": (32, 64, 128), "dense_units": 48, "dropout": 0.5, "optimizer": "rmsprop",
+           "lr_decay": 1e-3, "batch_size": 128, "early_stopping": True, "augment": 1.0}  # fmt: skip
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "model0": dict(_BASE),
+    "model1": _BASE | {"dropout": 0.5},
+    "model2": _BASE | {"dropout": 0.5, "augment": 1.0},
+    "model3": _BASE | _MODEL3,
+    "model4": _BASE | _MODEL3 | {"filters": (32, 64, 128, 256)},
+    "model5": _BASE | _MODEL3 | {"filters": (32, 64, 128, 256), "l2": 5e-5},
+}
+"""The six published variants, each one change on top of the previous one.
+
+Known from the publication (and the sibling 4-class notebook): model4 is Conv2D 32-64-128-256
+(3×3 valid, relu, MaxPool 2×2 after each) → Flatten → Dense(48, relu) → Dropout(0.5) →
+Dense(1, sigmoid), 990,049 parameters at 150×150×1; model5 adds L2(5e-5) on every Conv2D kernel;
+model3 is model4 without the 256 block and introduced Dense(48), early stopping (val_loss,
+best weights kept), batch 128 and RMSprop(1e-3, decay 1e-3) = InverseTimeDecay(1e-3, 1, 1e-3);
+model2 introduced the augmentation (`augment=1.0` = the published ImageDataGenerator strength).
+
+Inferred (the text does not say; the smallest reading consistent with "model3 adds ..."):
+model0 is Conv2D 32-64 with the same 3×3/MaxPool blocks → Flatten → Dense(1, sigmoid), i.e. no
+hidden Dense (model3 "adds" Dense(48)) and no dropout; model1 puts its Dropout(0.5) between
+Flatten and the output; models 0–2 use Adam(1e-3) without decay (RMSprop with decay arrives in
+model3), Keras' default batch of 32 and no early stopping (it arrives in model3), though their
+best-val_loss epoch is still reported as the "opt" checkpoint next to the last ("end") epoch.
+"""
+
+SCHEDULES: dict[str, dict[str, int]] = {
+    # quick: sized for `mlflow run . -e train` on 2 CPU cores (model5 at 150×150 trains at ~30 img/s
+    # there, ~25 s per epoch of ~730 synthetic patches). Batch 32 learned fastest of 16/32/128 in a
+    # GPU sweep of model5's recipe on the synthetic data; patience 5 because val_loss creeps down
+    # for several epochs before the net "switches on", which a shorter patience mistakes for a plateau.
+    "quick": {"epochs": 10, "patience": 5, "batch_size": 32},
+    # published: as in the paper (batch 128 only where the variant used it, i.e. model3+).
+    "published": {"epochs": 500, "patience": 80},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on; flattened once by `params()` for log_params."""
+
+    variant: str
+    filters: tuple[int, ...]
+    dense_units: int
+    dropout: float
+    l2: float
+    optimizer: str
+    learning_rate: float
+    lr_decay: float
+    batch_size: int
+    epochs: int
+    patience: int
+    augment: float
+    image_size: int = 150
+    split_by: str = "patient"
+    val_fraction: float = 0.2
+    seed: int = 0
+    precision: str = "auto"
+    schedule: str = "quick"
+
+    def params(self) -> dict[str, str | int | float]:
+        """The run's MLflow params (tracking.PARAM_NAMES less the data ones, + schedule/precision/optimizer)."""
+        values = dataclasses.asdict(self)
+        values["filters"] = "-".join(str(count) for count in self.filters)
+        return values
+
+
+_FIELD_TYPES = {field.name: field.type for field in fields(TrainConfig)}
+
+
+def make_config(variant: str = "model5", *, schedule: str = "quick", **overrides: Any) -> TrainConfig:
+    """The variant's row + the schedule + overrides (None means "variant default").
+
+    Overrides may be CLI strings ("32-64-128-256", "1e-3", "true"); each is parsed to the field's
+    type and range-checked, so a typo fails here, before any data is read.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"variant", "schedule"})
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown}; known: {', '.join(_FIELD_TYPES)}.")
+    row = dict(VARIANTS[variant])
+    plan = SCHEDULES[schedule]
+    values: dict[str, Any] = {key: value for key, value in row.items() if key != "early_stopping"}
+    values["epochs"] = plan["epochs"]
+    values["patience"] = plan["patience"] if row["early_stopping"] else 0
+    values["batch_size"] = plan.get("batch_size", row["batch_size"])
+    for name, raw in overrides.items():
+        if raw is not None:
+            values[name] = _parse(name, raw)
+    config = TrainConfig(variant=variant, schedule=schedule, **values)
+    _validate(config)
+    return config
+
+
+def _parse(name: str, raw: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "tuple[int, ...]":
+            return _parse_filters(raw)
+        if kind == "int":
+            return _parse_int(raw)
+        if kind == "float":
+            return _parse_float(raw)
+        if not isinstance(raw, str):
+            raise TypeError(f"expected text, got {type(raw).__name__}")
+        return raw
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"parameter {name}: cannot use {raw!r} ({error}).") from None
+
+
+def _parse_filters(raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, str):
+        parts = [part for part in raw.replace(",", "-").split("-") if part.strip()]
+        return tuple(_parse_int(part.strip()) for part in parts)
+    if isinstance(raw, (list, tuple)):
+        return tuple(_parse_int(part) for part in raw)
+    raise TypeError("expected filter counts like '32-64-128-256'")
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise TypeError("expected an integer, got a boolean")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str):
+        return int(raw.strip())
+    raise TypeError(f"expected an integer, got {type(raw).__name__}")
+
+
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        if text in ("true", "yes", "on"):
+            return 1.0
+        if text in ("false", "no", "off", "none"):
+            return 0.0
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    raise TypeError(f"expected a number, got {type(raw).__name__}")
+
+
+def _validate(config: TrainConfig) -> None:
+    """Range checks with the fix in the message (optuna's style: name=value and the allowed range)."""
+    checks = [
+        (len(config.filters) >= 1 and all(count >= 1 for count in config.filters), "filters", "positive counts like 32-64-128"),
+        (config.dense_units >= 0, "dense_units", "≥ 0 (0 = no hidden Dense layer)"),
+        (0.0 <= config.dropout < 1.0, "dropout", "in [0, 1) (0 = no Dropout layer)"),
+        (config.l2 >= 0.0, "l2", "≥ 0"),
+        (config.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
+        (config.learning_rate > 0.0, "learning_rate", "> 0"),
+        (config.lr_decay >= 0.0, "lr_decay", "≥ 0"),
+        (config.batch_size >= 1, "batch_size", "≥ 1"),
+        (config.epochs >= 1, "epochs", "≥ 1"),
+        (config.patience >= 0, "patience", "≥ 0 (0 = no early stopping)"),
+        (0.0 <= config.augment <= 4.0, "augment", "in [0, 4] (0 = off, 1 = the published strength)"),
+        (16 <= config.image_size <= 1024, "image_size", "in [16, 1024]"),
+        (config.split_by in SPLIT_MODES, "split_by", f"one of {SPLIT_MODES}"),
+        (0.0 < config.val_fraction < 1.0, "val_fraction", "in (0, 1)"),
+        (config.seed >= 0, "seed", "≥ 0"),
+        (config.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
+    ]  # fmt: skip
+    for ok, name, allowed in checks:
+        if not ok:
+            raise ConfigError(f"parameter {name}={getattr(config, name)!r} is invalid: must be {allowed}.")
+    side = feature_size(config.image_size, len(config.filters))
+    if side < 1:
+        minimum = next(s for s in range(16, 1025) if feature_size(s, len(config.filters)) >= 1)
+        raise ConfigError(
+            f"parameter image_size={config.image_size} is too small for {len(config.filters)} conv blocks "
+            f"(3×3 valid conv + 2×2 pool each): use image_size ≥ {minimum} or fewer filters."
+        )
+
+
+def feature_size(image_size: int, blocks: int) -> int:
+    """Side of the last feature map: each block is a 3×3 'valid' conv (−2) then a 2×2 pool (÷2)."""
+    side = image_size
+    for _ in range(blocks):
+        side = (side - 2) // 2
+    return side
+
+
+def build_model(config: TrainConfig, *, dtype_policy: str | None = None) -> keras.Model:
+    """One Functional builder for every variant; input (S, S, 1) float in [0, 1].
+
+    `dtype_policy` defaults to `choose_precision(config.precision)`; it is passed to each layer
+    rather than set globally, so building a model never changes other models' policy. The output
+    layer stays float32 so the sigmoid and the loss are computed in full precision.
+    """
+    if dtype_policy is None:
+        from mammo.pipeline import choose_precision
+
+        dtype_policy = choose_precision(config.precision)
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+    inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="patch")  # (batch, S, S, 1)
+    x = inputs
+    for block, count in enumerate(config.filters, start=1):
+        x = keras.layers.Conv2D(
+            count, 3, activation="relu", kernel_regularizer=regularizer, dtype=dtype_policy, name=f"conv{block}"
+        )(x)
+        x = keras.layers.MaxPooling2D(2, dtype=dtype_policy, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(dtype=dtype_policy, name="flatten")(x)
+    if config.dense_units > 0:
+        x = keras.layers.Dense(config.dense_units, activation="relu", dtype=dtype_policy, name="dense")(x)
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, dtype=dtype_policy, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_calcification")(x)  # (batch, 1)
+    return keras.Model(inputs, outputs, name=config.variant)
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Keras 3 has no `decay=`: the old per-step decay is InverseTimeDecay(lr, decay_steps=1, rate)."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.lr_decay > 0:
+        rate = keras.optimizers.schedules.InverseTimeDecay(
+            config.learning_rate, decay_steps=1, decay_rate=config.lr_decay
+        )
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=rate)
+    return keras.optimizers.Adam(learning_rate=rate)

@@ -1,0 +1,176 @@
+"""`python -m entrypoints.study` on a tiny prepared dataset: runs, resume, pruning, parallel workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from entrypoints import study as study_entry
+from mammo import search, tracking
+from mammo.data.store import PreparedDataset, write_prepared
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Model 5's four valid 3×3 conv + 2×2 pool blocks need ≥ 46 pixels (see search.min_image_size), so
+# the smallest study that still contains Model 5 trains at 48×48, not 32×32.
+TINY_SIZE = 48
+FAST = ["--epochs", "1", "--quiet", "--sampler", "random"]
+PARENT_NAME = f"study-{search.DEFAULT_STUDY_NAME}"
+
+
+def write_tiny_dataset(out: Path, *, train: int = 36, test: int = 12, size: int = TINY_SIZE) -> PreparedDataset:
+    """A few dozen noisy patches, masses as faint blobs and calcifications as faint specks."""
+    rng = np.random.default_rng(0)
+    count = train + test
+    labels = np.arange(count) % 2
+    rows, columns = np.mgrid[:size, :size]
+    patches = rng.normal(20000, 6000, (count, size, size))
+    blob = np.exp(-((rows - size / 2) ** 2 + (columns - size / 2) ** 2) / (2 * (size / 6) ** 2))
+    for position, label in enumerate(labels):
+        if label == 0:
+            patches[position] += 9000 * blob
+        else:
+            for row, column in rng.integers(4, size - 4, (10, 2)):
+                patches[position, row - 1 : row + 2, column - 1 : column + 2] += 12000
+    manifest = pd.DataFrame({
+        "patient_id": [f"P{i:03d}" for i in range(count)], "case_id": [f"C{i}" for i in range(count)],
+        "side": "LEFT", "view": "CC", "abnormality_id": 1, "label": labels,
+        "abnormality_type": np.where(labels == 0, "mass", "calcification"), "pathology": "BENIGN",
+        "split": ["train"] * train + ["test"] * test, "source_file": "tiny", "index": 0,
+    })  # fmt: skip
+    patches = np.clip(patches, 0, 65535).astype(np.uint16)
+    return write_prepared(out, patches=patches, manifest=manifest, source="tiny", options={"size": size})
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> PreparedDataset:
+    return write_tiny_dataset(tmp_path / "tiny")
+
+
+def _runs(**filters: str) -> list[mlflow.entities.Run]:
+    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in filters.items())
+    return MlflowClient().search_runs([experiment.experiment_id], filter_string=query, max_results=1000)
+
+
+def _artifacts(run_id: str, path: str) -> set[str]:
+    return {item.path for item in MlflowClient().list_artifacts(run_id, path)}
+
+
+def test_rejects_test_metric_and_bad_storage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert study_entry.main(["--metric", "test_accuracy"]) == 2
+    assert "test_accuracy is a test metric" in capsys.readouterr().err
+    assert study_entry.main(["--storage", "optuna.db"]) == 2
+    assert "journal:./optuna.journal" in capsys.readouterr().err
+    assert study_entry.main(["--n-trials", "", "--timeout", ""]) == 2
+    assert "never stops" in capsys.readouterr().err
+
+
+def test_empty_mlproject_values_mean_defaults() -> None:
+    args = study_entry.parse_args(["--study-name", "", "--storage", "", "--seed", "", "--epochs", "", "--timeout", ""])
+    settings = study_entry.settings_from_args(args)
+    assert settings.study_name == search.DEFAULT_STUDY_NAME and settings.storage == search.DEFAULT_STORAGE
+    assert settings.seed == 0
+    assert settings.epochs is None and settings.timeout is None and settings.n_trials == 20
+
+
+def test_study_logs_trials_plots_and_best_then_resumes(
+    tiny: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    argv = ["--data", str(tiny.path), "--storage", storage, "--n-trials", "2", *FAST]
+    assert study_entry.main(argv) == 0
+
+    (parent,) = _runs(**{tracking.STUDY_TAG: search.DEFAULT_STUDY_NAME, "mlflow.runName": PARENT_NAME})
+    trials = _runs(**{"mlflow.parentRunId": parent.info.run_id})
+    assert sorted(run.data.tags[tracking.TRIAL_NUMBER_TAG] for run in trials) == ["0", "1"]
+    for run in trials:
+        assert run.data.tags[tracking.TRIAL_STATE_TAG] == "complete" and run.info.status == "FINISHED"
+        assert {"val_auc", "test_accuracy", tracking.OPTUNA_VALUE} <= set(run.data.metrics)
+        assert len(MlflowClient().get_metric_history(run.info.run_id, "val_auc")) == 1  # one point per epoch
+    model5 = next(run for run in trials if run.data.tags[tracking.TRIAL_NUMBER_TAG] == "0")
+    assert model5.data.params["filters"] == "32-64-128-256" and model5.data.params["variant"] == "model5"
+
+    assert parent.data.metrics["trials_complete"] == 2 and parent.data.metrics["trials_failed"] == 0
+    assert "best_value" in parent.data.metrics and "best_dropout" in parent.data.params
+    assert _artifacts(parent.info.run_id, "plots") == {
+        tracking.PLOT_OPTUNA_HISTORY, tracking.PLOT_OPTUNA_IMPORTANCES, tracking.PLOT_OPTUNA_PARALLEL,
+        tracking.PLOT_OPTUNA_SLICE,
+    }  # fmt: skip
+    best_run = MlflowClient().get_run(parent.data.tags["best_run_id"])
+    assert best_run.data.tags[tracking.BEATS_MODEL5_TAG] in ("true", "false")
+    assert parent.data.tags[tracking.BEATS_MODEL5_TAG] == best_run.data.tags[tracking.BEATS_MODEL5_TAG]
+    assert 0.0 <= best_run.data.metrics[tracking.MCNEMAR_MODEL5] <= 1.0
+    assert mlflow.pyfunc.load_model(f"runs:/{best_run.info.run_id}/{tracking.MODEL_ARTIFACT}") is not None
+
+    assert study_entry.main(argv) == 0  # the same storage and name: the study continues
+    study = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=storage)
+    assert [trial.number for trial in study.trials] == [0, 1, 2, 3]
+    assert [trial.number for trial in study.trials if trial.user_attrs.get(search.REFERENCE_ATTR)] == [0]
+    assert len(_runs(**{tracking.STUDY_TAG: search.DEFAULT_STUDY_NAME, "mammo.entry": "study"})) == 2 + 4
+
+    other_epochs = [*argv, "--epochs", "2"]  # would rank trials of unequal training together
+    assert study_entry.main(other_epochs) == 2
+    assert "epochs=1 (now 2)" in capsys.readouterr().err
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    """Prunes at the first report: makes the pruned path deterministic on tiny data."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_pruned_and_failed_trial_runs_end_killed_and_failed(tiny: PreparedDataset) -> None:
+    from mammo.errors import ConfigError
+    from mammo.study import StudySettings, TrialObjective, base_config, reference_params
+
+    settings = StudySettings(epochs=2, verbose=0)
+    base = base_config(settings, tiny)
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    study.enqueue_trial(reference_params(base))
+    study.enqueue_trial({**reference_params(base), "blocks": 5})  # five blocks do not fit 48 pixels
+    with tracking.start_run(run_name="parent") as parent:
+        objective = TrialObjective(settings=settings, dataset=tiny, base=base, parent_run_id=parent.info.run_id)
+        study.optimize(objective, n_trials=2, catch=(ConfigError,))
+    assert [trial.state for trial in study.trials] == [TrialState.PRUNED, TrialState.FAIL]
+    children = _runs(**{"mlflow.parentRunId": parent.info.run_id})
+    pruned, failed = sorted(children, key=lambda run: run.data.tags[tracking.TRIAL_NUMBER_TAG])
+    assert pruned.info.status == "KILLED" and pruned.data.tags[tracking.TRIAL_STATE_TAG] == "pruned"
+    steps = [metric.step for metric in MlflowClient().get_metric_history(pruned.info.run_id, "val_auc")]
+    assert steps == [1]  # pruned after its first epoch, which it keeps
+    assert "test_accuracy" not in pruned.data.metrics
+    assert failed.info.status == "FAILED" and failed.data.tags[tracking.TRIAL_STATE_TAG] == "failed"
+
+
+def _worker(argv: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.study", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_two_processes_share_one_journal_study(tiny: PreparedDataset, tmp_path: Path) -> None:
+    journal = tmp_path / "s.journal"
+    argv = ["--data", str(tiny.path), "--storage", str(journal), "--n-trials", "2", "--best-model", "skip", *FAST]
+    tracking.use_experiment()  # create the MLflow tables and experiment once, not racing in both workers
+    workers = [_worker(argv, tmp_path) for _ in range(2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], "\n".join(outputs)[-3000:]
+    study = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(str(journal)))
+    assert sorted(trial.number for trial in study.trials) == [0, 1, 2, 3]
+    assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
+    parents = _runs(**{"mlflow.runName": PARENT_NAME})
+    assert len(parents) == 2  # one parent run per process, each with its own two trial runs
+    for parent in parents:
+        assert len(_runs(**{"mlflow.parentRunId": parent.info.run_id})) == 2

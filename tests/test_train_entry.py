@@ -1,0 +1,127 @@
+"""`train` and `train_all` end to end on tiny prepared datasets, against a real SQLite tracking store.
+
+Every param, metric and artifact name in tracking.py must appear, and the logged model must load
+with mlflow.pyfunc and score raw uint16 patches exactly as the run's predictions.csv says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from entrypoints import train, train_all
+from mammo import serving, tracking
+from mammo.data.store import PreparedDataset
+from mammo.errors import ConfigError
+from mammo.variants import VARIANTS
+from tests.test_pipeline import make_speck_dataset
+
+ARTIFACTS = {
+    tracking.PLOT_CURVES, tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST,
+    tracking.PLOT_SAMPLES, tracking.PREDICTIONS_FILE, tracking.SUMMARY_FILE,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset40(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
+    """Prepared at 40×40 and trained at 32×32, so the pipeline's and the served model's resize are exercised."""
+    return make_speck_dataset(tmp_path_factory.mktemp("d40") / "prepared", size=40, train_patients=16, test_patients=5)
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def only_run(**filters: str) -> mlflow.entities.Run:
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in filters.items())
+    runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], filter_string=query, output_format="list")
+    assert len(runs) == 1, [run.info.run_name for run in runs]
+    return runs[0]
+
+
+def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, tmp_path: Path) -> None:
+    argv = ["--data", str(dataset40.path), "--filters", "8-16", "--dense-units", "8", "--epochs", "2",
+            "--image-size", "32", "--batch-size", "8", "--augment", "0.5", "--seed", "5", "--precision", "float32"]  # fmt: skip
+    assert train.main(argv) == 0
+    run = only_run(**{"mammo.entry": "train"})
+    client, run_id = MlflowClient(), run.info.run_id
+
+    params = run.data.params
+    assert set(tracking.PARAM_NAMES) | {"schedule", "precision", "optimizer"} <= set(params)
+    assert (params["filters"], params["seed"], params["image_size"], params["epochs"]) == ("8-16", "5", "32", "2")
+    assert (params["data_source"], params["data_digest"]) == ("specks", dataset40.digest)
+    assert params["variant"] == "model5" and params["l2"] == "5e-05"  # untouched values keep the variant's
+
+    metrics = run.data.metrics
+    end_metrics = {name + tracking.END_SUFFIX for name in tracking.TEST_METRICS}
+    assert set(tracking.FINAL_METRICS) | set(tracking.EPOCH_METRICS) | end_metrics <= set(metrics)
+    for name in ("loss", "val_loss", "val_auc", "learning_rate"):
+        assert [m.step for m in client.get_metric_history(run_id, name)] == [1, 2]
+    val_accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")[:2]}
+    assert metrics["best_epoch"] in (1, 2) and metrics["val_accuracy"] == val_accuracy[metrics["best_epoch"]]
+    assert metrics["test_accuracy_ci_low"] <= metrics["test_accuracy"] <= metrics["test_accuracy_ci_high"]
+
+    assert artifact_paths(client, run_id) >= ARTIFACTS
+    assert run.inputs.dataset_inputs[0].dataset.digest == dataset40.digest
+
+    predictions = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.PREDICTIONS_FILE)
+    )
+    test_rows = dataset40.split_indices("test")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}")
+    assert model.metadata.get_input_schema().inputs[0].type == np.dtype(np.uint16)
+    raw = np.asarray(dataset40.patches[test_rows])  # (n, 40, 40) uint16, as prepared
+    served = model.predict(raw)
+    assert list(served.columns) == [serving.OUTPUT_COLUMN] and len(served) == len(test_rows)
+    by_index = predictions.set_index("index").loc[test_rows]
+    np.testing.assert_allclose(served[serving.OUTPUT_COLUMN], by_index["probability"], atol=1e-5)
+    assert serving.load_keras(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}").input_shape == (None, 32, 32, 1)
+
+
+def test_train_refuses_bad_parameters_and_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train.main(["--data", str(tmp_path), "--dropout", "2"]) == 2
+    assert "parameter dropout=2.0 is invalid" in capsys.readouterr().err
+    assert train.main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert "is not a prepared dataset" in capsys.readouterr().err
+
+
+def test_train_all_trains_six_children_under_one_parent_and_compares_them(tmp_path: Path) -> None:
+    dataset = make_speck_dataset(tmp_path / "d48", size=48, train_patients=8, test_patients=3)
+    argv = ["--data", str(dataset.path), "--epochs", "1", "--batch-size", "8", "--precision", "float32"]
+    assert train_all.main(argv) == 0
+    parent = only_run(**{"mammo.entry": "train_all"})
+    children = mlflow.search_runs(
+        experiment_names=[tracking.EXPERIMENT], output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )  # fmt: skip
+    assert sorted(child.data.params["variant"] for child in children) == sorted(VARIANTS)
+    assert all(child.data.params["epochs"] == "1" and "test_accuracy" in child.data.metrics for child in children)
+    client = MlflowClient()
+    files = artifact_paths(client, parent.info.run_id)
+    assert {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON} <= files
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=tracking.COMPARISON_FILE)
+    )
+    assert sorted(table["variant"]) == sorted(VARIANTS)
+    assert {"test_accuracy", "ci_low", "ci_high", "test_auc", "test_wrong", "test_worst"} <= set(table.columns)
+    assert table.loc[table["variant"] == "model5", "mcnemar_p_vs_model5"].item() == pytest.approx(1.0)
+    assert parent.data.params["data_digest"] == dataset.digest
+
+
+def test_seeds_are_a_count_or_a_list() -> None:
+    assert train_all.parse_seeds("3") == [0, 1, 2] and train_all.parse_seeds("2", first=5) == [5, 6]
+    assert train_all.parse_seeds("0,4") == [0, 4] and train_all.parse_seeds(None) == [0]
+    with pytest.raises(ConfigError, match=r"--seeds 'x'"):
+        train_all.parse_seeds("x")
+    with pytest.raises(ConfigError, match=r"no repeats"):
+        train_all.parse_seeds("1,1")
+    with pytest.raises(ConfigError, match=r"--variants: unknown \['model9'\]"):
+        train_all.parse_variants("model5,model9")
