@@ -4,7 +4,7 @@ Every file under the folder (any layout, recursive) gets one row: its P(calcific
 predicted label, with the DICOM PatientID and SeriesInstanceUID when it has them, or, when it
 cannot be read, empty scores and the reason in `error`. Nothing is dropped silently.
 
-Files are turned into patches with the model's own preprocessing (`serving.patch_from_dicom`,
+Files are turned into patches with the model's own preprocessing (`dicom.patch_from_dicom`,
 `serving.patch_from_pixels`: the functions `prepare` and the served model use), then scored in
 batches, so one bad file costs one row, not the whole batch.
 """
@@ -35,12 +35,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model-uri", type=optional_str, default=f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
     )
-    parser.add_argument("--input", required=True, help="folder (searched recursively) or a single file")
+    parser.add_argument("--input", type=optional_str, help="folder (searched recursively) or a single file")
     parser.add_argument("--output", type=optional_str, default="predictions.csv", help="CSV to write")
     parser.add_argument("--experiment", type=optional_str, help=f"MLflow experiment (default {tracking.EXPERIMENT})")
     args = parser.parse_args(argv)
     args.model_uri = args.model_uri or f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
     args.output = args.output or "predictions.csv"
+    if args.input is None:
+        parser.error("--input is required: a folder of cropped-ROI DICOMs or PNG/NumPy patches, or one file")
     return args
 
 
@@ -90,7 +92,7 @@ def read_patch(path: Path, *, size: int) -> tuple[np.ndarray, dict[str, str]]:
 def predict_folder(model_uri: str, root: Path) -> pd.DataFrame:
     """The CSV's rows: one per file, scored or with its error."""
     model = mlflow.pyfunc.load_model(model_uri)
-    size = serving.model_image_size(model)
+    size = serving.patch_size(model)
     rows, patches = [], []
     for path in input_files(root):
         name = str(path.relative_to(root)) if root.is_dir() else path.name

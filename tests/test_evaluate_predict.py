@@ -13,6 +13,7 @@ from PIL import Image
 
 from entrypoints import evaluate as evaluate_entry
 from entrypoints import predict as predict_entry
+from entrypoints import promote as promote_entry
 from mammo import registry, tracking
 from mammo.training import train_run
 from mammo.variants import make_config
@@ -92,3 +93,23 @@ def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, ca
     assert table.loc["nested/notes.txt", "error"].startswith("unreadable_dicom:")
     assert table.loc["nested/colour.png", "error"].startswith("wrong_image_kind:")
     assert table.loc["nested/notes.txt", ["p_calcification", "predicted_label"]].isna().all()
+
+
+def test_mlproject_empty_strings_mean_defaults(capsys) -> None:
+    """MLproject passes every parameter, "" when unset: each entry point reads "" as its default."""
+    promote = promote_entry.parse_args(["--model-name", "", "--run-id", "", "--select-metric", "", "--gate-metric", "",
+                                        "--data", "", "--alias", "", "--min-delta", "", "--alpha", "", "--experiment", ""])  # fmt: skip
+    assert (promote.model_name, promote.run_id, promote.select_metric, promote.gate_metric) == (
+        "mammo-cnn",
+        None,
+        "val_auc",
+        "test_accuracy",
+    )
+    assert (promote.data, promote.alias, promote.min_delta, promote.alpha) == (None, "champion", 0.0, 0.05)
+    evaluate = evaluate_entry.parse_args(["--model-uri", "", "--data", "", "--experiment", ""])
+    assert (evaluate.model_uri, evaluate.data) == (CHAMPION, None)
+    predict = predict_entry.parse_args(["--model-uri", "", "--input", "in", "--output", "", "--experiment", ""])
+    assert (predict.model_uri, predict.output) == (CHAMPION, "predictions.csv")
+    with pytest.raises(SystemExit):
+        predict_entry.parse_args(["--input", ""])
+    assert "--input is required" in capsys.readouterr().err
