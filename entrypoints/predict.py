@@ -104,11 +104,7 @@ def predict_folder(model_uri: str, root: Path) -> pd.DataFrame:
         rows.append({"file": name, **ids})
         patches.append(patch)
     if patches:
-        stack = np.stack(patches)  # (n, size, size)
-        probabilities = np.concatenate([
-            registry.probabilities_of(model.predict(stack[start : start + registry.SCORE_BATCH]))
-            for start in range(0, len(stack), registry.SCORE_BATCH)
-        ])  # fmt: skip
+        probabilities = registry.predict_batches(model, np.stack(patches))  # patches: (n, size, size)
         scored = iter(zip(probabilities, evaluation.predict_labels(probabilities), strict=True))
         for row in rows:
             if "error" not in row:

@@ -15,6 +15,7 @@ module *is* the registry concern, and `tracking` keeps the run-logging names it 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,24 @@ def _candidate(run: Run, model_uri: str) -> Candidate:
     return Candidate(run.info.run_id, model_uri, dict(run.data.params), dict(run.data.metrics))
 
 
+def experiment_id(name: str | None = None) -> str:
+    """The id of the experiment to search, without making it the active one.
+
+    Unlike `tracking.use_experiment` it changes no state: inside `mlflow run` the active run
+    belongs to the CLI's experiment, and switching the active experiment would stop
+    `tracking.start_run` from resuming that run.
+    """
+    if name is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.EXPERIMENT
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        raise ConfigError(
+            f"experiment {name!r} does not exist in this tracking store; train first or pass --experiment."
+        )
+    return experiment.experiment_id
+
+
 def find_candidate(*, experiment_id: str, select_metric: str = "val_auc", run_id: str | None = None) -> Candidate:
     """The given run, or the best FINISHED run of the experiment by `select_metric` among runs with a model.
 
@@ -294,14 +313,18 @@ def probabilities_of(output: Any) -> np.ndarray:
     return np.asarray(output, dtype=np.float64).reshape(-1)
 
 
-def score_model(model_uri: str, patches: np.ndarray) -> np.ndarray:
-    """Load any pyfunc model URI and predict P(calcification) for uint16 patches (n, S, S), in batches."""
-    model = mlflow.pyfunc.load_model(model_uri)
+def predict_batches(model: Any, patches: np.ndarray) -> np.ndarray:
+    """A loaded pyfunc's P(calcification) for uint16 patches (n, S, S), SCORE_BATCH at a time (bounded memory)."""
     batches = [
         probabilities_of(model.predict(patches[start : start + SCORE_BATCH]))
         for start in range(0, len(patches), SCORE_BATCH)
     ]
     return np.concatenate(batches) if batches else np.zeros(0)
+
+
+def score_model(model_uri: str, patches: np.ndarray) -> np.ndarray:
+    """Load any pyfunc model URI and predict P(calcification) for uint16 patches (n, S, S)."""
+    return predict_batches(mlflow.pyfunc.load_model(model_uri), patches)
 
 
 # --- registering and promoting ----------------------------------------------------------------
@@ -348,9 +371,7 @@ def promote(
 ) -> PromotionResult:  # fmt: skip
     """Register the candidate, gate it against the `alias` version on the same test patches, move aliases."""
     check_gate_options(gate_metric=gate_metric, min_delta=min_delta, alpha=alpha)
-    candidate = find_candidate(
-        experiment_id=tracking.use_experiment(experiment), select_metric=select_metric, run_id=run_id
-    )
+    candidate = find_candidate(experiment_id=experiment_id(experiment), select_metric=select_metric, run_id=run_id)
     if data is None:
         if "data_digest" not in candidate.params:
             raise ConfigError(f"run {candidate.run_id} has no data_digest param; pass --data <prepared folder>.")

@@ -93,6 +93,8 @@ def test_first_promotion_then_a_better_one_then_a_significantly_worse_one(tmp_pa
     dataset = make_dataset(tmp_path / "prepared")
     with pytest.raises(ConfigError, match=r"no finished run .* logged a model and the metric 'val_auc'"):
         registry.find_candidate(experiment_id=tracking.use_experiment())
+    with pytest.raises(ConfigError, match="experiment 'elsewhere' does not exist"):
+        registry.promote(experiment="elsewhere")
     # Never candidates: a better val_auc but no model, and a model whose run failed.
     no_model = log_training_run(dataset, None, val_auc=0.99)
     log_training_run(dataset, threshold_model(0.3), val_auc=0.999, status="FAILED")
