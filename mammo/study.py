@@ -206,13 +206,19 @@ def log_scores(result: Any, *, dataset: PreparedDataset) -> None:
 
 
 def study_params(settings: StudySettings, dataset: PreparedDataset, base: TrainConfig) -> dict[str, Any]:
-    return {
-        "study_name": settings.study_name, "storage": search.describe_storage(settings.storage),
-        "sampler": settings.sampler, "pruner": settings.pruner, "metric": settings.metric,
-        "n_trials": settings.n_trials, "timeout": settings.timeout, "epochs": base.epochs,
+    """The parent's params: the resolved settings, prefixed `study_`; unset ones (None) are left out.
+
+    Prefixed because inside `mlflow run` the run already holds the raw entry-point parameters
+    under the plain names ("" for an unset epochs), and MLflow refuses to change a logged param.
+    The study name is the `optuna_study` tag.
+    """
+    resolved = {
+        "storage": search.describe_storage(settings.storage), "sampler": settings.sampler, "pruner": settings.pruner,
+        "metric": settings.metric, "n_trials": settings.n_trials, "timeout": settings.timeout, "epochs": base.epochs,
         "image_size": base.image_size, "seed": base.seed, "schedule": base.schedule,
-        "data_source": dataset.source, "data_digest": dataset.digest,
     }  # fmt: skip
+    params = {f"study_{name}": value for name, value in resolved.items() if value is not None}
+    return params | {"data_source": dataset.source, "data_digest": dataset.digest}
 
 
 def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: str | None = None) -> StudyOutcome:

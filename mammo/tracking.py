@@ -78,8 +78,9 @@ def start_run(
         yield active
         return
     if not nested and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
-        # `mlflow run` created the run; its id is in the environment.
-        with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {})) as run:
+        # `mlflow run` created the run; its id is in the environment. Popped, as MLflow does when it
+        # reads it itself: left there, the next nested start_run would resume this run, not make a child.
+        with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID"), tags=dict(tags or {})) as run:
             if run_name:
                 mlflow.set_tag("mlflow.runName", run_name)
             yield run
