@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
+# `mlflow run` files its run under this experiment (the DESIGN name), not "Default".
+export MLFLOW_EXPERIMENT_NAME ?= mammo-mass-calc
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup run test lint ui bench

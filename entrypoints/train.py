@@ -32,7 +32,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", type=optional_str, help=f"MLflow experiment (default {tracking.EXPERIMENT})")
     group = parser.add_argument_group("hyperparameters (default: the variant's value)")
     for name in OVERRIDES:
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=optional_str, metavar="VALUE")
+        # `mlflow run -P learning_rate=…` passes undeclared parameters as `--learning_rate …`.
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        group.add_argument(*flags, dest=name, type=optional_str, metavar="VALUE")
 
 
 def config_from_args(args: argparse.Namespace, *, variant: str, seed: int | None = None) -> TrainConfig:

@@ -96,8 +96,35 @@ def start_run(
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    """Params are logged once, as strings MLflow accepts (tuples joined with '-')."""
-    mlflow.log_params({key: _param_text(value) for key, value in params.items()})
+    """Params are logged once, as strings MLflow accepts (tuples joined with '-').
+
+    Inside `mlflow run` the project has already logged the -P values it was given (e.g. "1e-4",
+    "true" or "" for "the variant's default"), and MLflow refuses to change a param. A value that
+    means the same is not logged again; one that differs (a default resolved by mammo) is logged
+    as `resolved_<key>`, so nothing is lost and the run still starts.
+    """
+    texts = {key: _param_text(value) for key, value in params.items()}
+    run = mlflow.active_run()
+    logged = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
+    fresh = {}
+    for key, text in texts.items():
+        if key not in logged:
+            fresh[key] = text
+        elif not _same_value(logged[key], text):
+            fresh[f"resolved_{key}"] = text
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _same_value(first: str, second: str) -> bool:
+    if first == second:
+        return True
+    booleans = {"true": "1.0", "false": "0.0", "yes": "1.0", "no": "0.0"}
+    first, second = booleans.get(first.lower(), first), booleans.get(second.lower(), second)
+    try:
+        return float(first) == float(second)
+    except ValueError:
+        return False
 
 
 def _param_text(value: Any) -> str:

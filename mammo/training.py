@@ -156,7 +156,8 @@ def predict_probabilities(model: keras.Model, splits: Splits) -> np.ndarray:
 
 def run_params(config: TrainConfig, dataset: PreparedDataset, *, precision: str) -> dict[str, str | int | float]:
     """The params a training run logs: the config, the resolved precision, and the data's identity."""
-    return {**config.params(), "precision": precision, "data_source": dataset.source, "data_digest": dataset.digest}
+    # `precision` is what was asked for (e.g. "auto"), `dtype_policy` what it resolved to here.
+    return {**config.params(), "dtype_policy": precision, "data_source": dataset.source, "data_digest": dataset.digest}
 
 
 def model_summary(model: keras.Model, *, header: str = "") -> str:

@@ -19,6 +19,7 @@ def mlflow_run(entry: str, *params: str, cwd: Path) -> subprocess.CompletedProce
         command += ["-P", param]
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    env["MLFLOW_EXPERIMENT_NAME"] = tracking.EXPERIMENT  # as `make` exports it (README)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"mlflow run -e {entry} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
@@ -28,11 +29,13 @@ def test_prepare_then_train_through_mlflow_run(tmp_path: Path) -> None:
     prepared = tmp_path / "prepared"
     mlflow_run("prepare", "cases=48", f"out={prepared}", "image_size=48", cwd=tmp_path)
     assert (prepared / "dataset.json").is_file()
-    mlflow_run("train", "variant=model5", f"data={prepared}", "epochs=1", "image_size=32", "batch_size=16", cwd=tmp_path)
+    mlflow_run(
+        "train", "variant=model5", f"data={prepared}", "epochs=1", "image_size=48", "batch_size=16", cwd=tmp_path
+    )
     runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list")
     entries = sorted(run.data.tags.get("mlflow.project.entryPoint") for run in runs)
     assert entries == ["prepare", "train"]
     (train,) = [run for run in runs if run.data.tags.get("mlflow.project.entryPoint") == "train"]
     assert train.info.status == "FINISHED"
     assert set(tracking.FINAL_METRICS) <= set(train.data.metrics)
-    assert train.data.params["variant"] == "model5" and train.data.params["image_size"] == "32"
+    assert train.data.params["variant"] == "model5" and train.data.params["image_size"] == "48"
