@@ -17,7 +17,9 @@ Module map (one line each):
     evaluation   metrics, confidence intervals, McNemar, wrong/worst, calibration
     plots        matplotlib figures, computed then rendered
     tracking     every MLflow name and call
-    search       Optuna space, objective, storage, pruner
+    search       Optuna space, storage, sampler, pruner, study loading (Optuna only)
+    study        the search run: each trial a nested MLflow run, the best trial's model
+    study_report the study's parent run: summary, Optuna plots, McNemar vs Model 5
     registry     register, promote, aliases
     serving      pyfunc wrapper: DICOM or pixel arrays in, probabilities out
 """
