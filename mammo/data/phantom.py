@@ -20,7 +20,7 @@ Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open
 
 DENSITY_THRESHOLD = {1: 1.3, 2: 0.7, 3: 0.1, 4: -0.5}  # BI-RADS density → fibroglandular z threshold
 CROP_MIN, CROP_MAX = 100, 250  # cropped-image side range (px), like real crops relative to their mammogram
-DENSE_PATCH_RATE = 0.7  # calcification clusters over a soft bright patch: their patches are as bright as masses'
+DENSE_PATCH_RATE = 1.0  # calcification clusters over a soft bright patch: their patches are as bright as masses'
 
 
 def render_breast(
@@ -244,7 +244,7 @@ def draw_calcifications(
 def _calc_positions(rng: np.random.Generator, *, extent: float, distribution: str, calc_type: str) -> np.ndarray:
     """Speck offsets (row, col) spread as the CSV's distribution says."""
     spread = distribution.split("-")[0]
-    count = int(rng.integers(4, 10)) if calc_type.startswith(("COARSE", "EGGSHELL")) else int(rng.integers(8, 35))
+    count = int(rng.integers(4, 10)) if calc_type.startswith(("COARSE", "EGGSHELL")) else int(rng.integers(20, 50))
     if calc_type.startswith("VASCULAR") or spread == "LINEAR":
         t = rng.uniform(-extent, extent, count)
         angle = rng.uniform(0, np.pi)

@@ -34,8 +34,8 @@ DEFAULT_CASES = 1120  # case rows (abnormality × view): ~900 train / ~200 test 
 DESCRIPTION = {"full": "full mammogram images", "mask": "ROI mask images", "crop": "cropped images"}
 UID_ROOT = "mammo.synthetic"  # entropy prefix: UIDs depend on (seed, case, role) only
 IMPLEMENTATION_UID = generate_uid(entropy_srcs=[UID_ROOT, "implementation", __version__])
-ARTEFACT_RATE = 0.35  # lesions (either class) with a bright speck or vessel nearby: decorrelates max/std from class
-MASS_DECOY_RATE = 0.75  # masses with a few stray specks nearby, so that bright specks alone do not mean "calcification"
+ARTEFACT_RATE = 0.05  # lesions (either class) with a bright speck or vessel nearby: decorrelates max/std from class
+MASS_DECOY_RATE = 0.5  # masses with a few stray specks nearby, so that bright specks alone do not mean "calcification"
 
 _KINDS, _SPLITS = {"mass": "mass", "calcification": "calc"}, {"train": "Training", "test": "Test"}
 CSV_FILES = {
@@ -109,8 +109,8 @@ def _look(rng: np.random.Generator, abnormality: Abnormality) -> dict[str, float
     """Per-lesion size and contrast (the subtlety column drives the contrast)."""
     subtlety = abnormality.subtlety
     if abnormality.kind == "mass":
-        return {"size": rng.uniform(20, 60), "contrast": rng.uniform(0.02, 0.08) + 0.03 * subtlety}
-    return {"size": rng.uniform(20, 60), "contrast": rng.uniform(0.06, 0.14) + 0.04 * subtlety}
+        return {"size": rng.uniform(20, 60), "contrast": rng.uniform(0.06, 0.12) + 0.03 * subtlety}
+    return {"size": rng.uniform(20, 60), "contrast": rng.uniform(0.12, 0.2) + 0.04 * subtlety}
 
 
 def _render_image(
