@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {"backend": keras.backend.backend(), "devices": devices, "batch_size": args.batch_size, "img_per_s": {}}
     for policy in args.policies.split(","):
         results["img_per_s"][policy] = round(
-            measure(policy, images=args.images, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size), 1
+            measure(
+                policy, images=args.images, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size
+            ),
+            1,
         )
         print(f"{policy:>15}: {results['img_per_s'][policy]:9.1f} img/s", flush=True)
     base = results["img_per_s"].get("float32")

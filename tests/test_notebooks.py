@@ -18,7 +18,9 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: 
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     notebook = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     return "\n".join(
         output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
         for cell in notebook.cells

@@ -41,7 +41,9 @@ def test_image_split_reproduces_the_published_per_image_split() -> None:
     assert not set(rows.patient_id.iloc[train]).isdisjoint(rows.patient_id.iloc[val])
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"val_fraction": 1.5}, "val_fraction"), ({"split_by": "lesion"}, "split_by")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"val_fraction": 1.5}, "val_fraction"), ({"split_by": "lesion"}, "split_by")]
+)
 def test_bad_split_parameters_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         split_validation(_rows(), **kwargs)

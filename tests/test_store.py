@@ -33,7 +33,7 @@ def test_write_then_load_memory_maps_and_digests_content(tmp_path: Path) -> None
 
 
 def test_loading_a_folder_that_is_not_prepared_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="entrypoints.prepare"):
+    with pytest.raises(DataError, match=r"entrypoints\.prepare"):
         load_prepared(tmp_path)
 
 

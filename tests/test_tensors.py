@@ -42,14 +42,16 @@ def test_tensors_unknown_label_raises_or_is_counted(tmp_path: Path) -> None:
     _write_tensors(tmp_path / "npy", bad_label=True)
     with pytest.raises(RecordError, match=r"train_labels.npy index 1: unknown label 7"):
         prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "a", image_size=32)
-    dataset = prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "b", image_size=32, on_error="skip").dataset
+    dataset = prepare(
+        source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "b", image_size=32, on_error="skip"
+    ).dataset
     assert dataset.info["skipped"] == 2 and dataset.info["skipped_reasons"] == {"unknown_label": 2}
     assert dataset.info["count"] == 8
 
 
 def test_tensors_refuse_pickled_arrays_and_name_missing_files(tmp_path: Path) -> None:
     _write_tensors(tmp_path / "npy")
-    with pytest.raises(DataError, match="public_test_tensor.npy not found"):
+    with pytest.raises(DataError, match=r"public_test_tensor\.npy not found"):
         (tmp_path / "npy" / "public_test_tensor.npy").unlink()
         prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out")
     np.save(tmp_path / "npy" / "public_test_tensor.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
