@@ -32,5 +32,5 @@ lint: setup
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-bench: setup
-	python -m bench.train_speed
+bench: setup  # model5 training img/s per precision policy (on a GPU: KERAS_BACKEND=jax, larger --images)
+	python -m bench.gpu_throughput --images 256 --epochs 1 --policies float32,mixed_bfloat16  # CPU-sized; see docs/performance.md
