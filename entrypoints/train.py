@@ -20,7 +20,7 @@ from mammo.variants import PRECISIONS, SCHEDULES, VARIANTS, TrainConfig, make_co
 # Flags that override one TrainConfig field each (the CLI spelling uses dashes).
 OVERRIDES = (
     "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay", "batch_size", "epochs", "patience",
-    "augment", "image_size", "seed", "split_by", "val_fraction",
+    "augment", "image_size", "seed", "split_by", "val_fraction", "standardize",
 )  # fmt: skip
 
 

@@ -42,6 +42,8 @@ class Splits:
     val_indices: np.ndarray
     test_indices: np.ndarray
     image_size: int
+    pixel_stats: tuple[float, float]  # mean and std of the train split's [0, 1] pixels (what standardize uses)
+    train_steps: int  # batches in one pass over `train`: fit repeats it and counts epochs in these
 
 
 def make_datasets(dataset: PreparedDataset, config: TrainConfig) -> Splits:
@@ -66,7 +68,28 @@ def make_datasets(dataset: PreparedDataset, config: TrainConfig) -> Splits:
         val_indices=val_idx,
         test_indices=test_rows,
         image_size=config.image_size,
+        pixel_stats=pixel_stats(dataset.patches, train_idx),
+        train_steps=math.ceil(len(train_idx) / config.batch_size),
     )
+
+
+def pixel_stats(patches: np.ndarray, rows: np.ndarray, *, chunk: int = 256) -> tuple[float, float]:
+    """Mean and standard deviation of `patches[rows]` after the /65535 scaling, read chunk by chunk.
+
+    These are ImageDataGenerator's featurewise_center / featurewise_std_normalization statistics,
+    taken from the rows the model trains on (never validation or test), at the stored size.
+    """
+    if len(rows) == 0:
+        raise DataError("cannot standardise on an empty training split; prepare a larger dataset.")
+    total = total_sq = 0.0
+    count = 0
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(patches[np.sort(rows[start : start + chunk])], dtype=np.float64) / PIXEL_SCALE
+        total += float(block.sum())
+        total_sq += float(np.square(block).sum())
+        count += block.size
+    mean = total / count
+    return mean, math.sqrt(max(total_sq / count - mean**2, 0.0))
 
 
 def _batched(indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConfig, training: bool) -> tf.data.Dataset:

@@ -21,6 +21,7 @@ from mammo.pipeline import (
     choose_precision,
     cpu_flags,
     make_datasets,
+    pixel_stats,
     scale_patches,
 )
 from mammo.variants import make_config
@@ -84,6 +85,17 @@ def test_splits_are_disjoint_by_patient_and_keep_the_official_test_split(dataset
     assert np.array_equal(np.sort(np.concatenate([train, val])), dataset.split_indices("train"))
     patients = dataset.manifest["patient_id"].to_numpy()
     assert not set(patients[train]) & set(patients[val])  # the CC and MLO views stay together
+    assert splits.train_steps == -(-len(train) // 4)  # ceil(train / batch 4)
+
+
+def test_pixel_stats_are_the_train_rows_scaled_and_read_in_chunks(dataset: PreparedDataset) -> None:
+    splits = make_datasets(dataset, small_config())
+    pixels = np.asarray(dataset.patches[splits.train_indices], dtype=np.float64) / 65535.0
+    assert splits.pixel_stats == pytest.approx((pixels.mean(), pixels.std()), rel=1e-9)
+    rows = splits.train_indices[::-1]  # any order, any chunking: the same numbers
+    assert pixel_stats(dataset.patches, rows, chunk=3) == pytest.approx(splits.pixel_stats, rel=1e-9)
+    with pytest.raises(DataError, match="empty training split"):
+        pixel_stats(dataset.patches, np.array([], dtype=np.int64))
 
 
 def test_val_and_test_are_scaled_unaugmented_patches_in_index_order(dataset: PreparedDataset) -> None:

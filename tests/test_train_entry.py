@@ -59,6 +59,9 @@ def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, 
     assert (params["filters"], params["seed"], params["image_size"], params["epochs"]) == ("8-16", "5", "32", "2")
     assert (params["data_source"], params["data_digest"]) == ("specks", dataset40.digest)
     assert params["variant"] == "model5" and params["l2"] == "5e-05"  # untouched values keep the variant's
+    pixels = np.asarray(dataset40.patches[dataset40.split_indices("train")], dtype=np.float64) / 65535
+    assert params["standardize"] == "True"  # the quick schedule's default; the stats are the train split's
+    assert pixels.min() < float(params["standardize_mean"]) < pixels.max() and float(params["standardize_std"]) > 0
 
     metrics = run.data.metrics
     end_metrics = {name + tracking.END_SUFFIX for name in tracking.TEST_METRICS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import pytest
 
 from mammo import tracking
@@ -22,22 +23,43 @@ EXPECTED_PARAMETERS_150 = {
 }
 
 
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_variant_has_the_expected_parameter_count_at_150(variant: str) -> None:
-    model = build_model(make_config(variant, precision="float32"))
-    assert model.count_params() == EXPECTED_PARAMETERS_150[variant]
+def test_every_variant_has_the_expected_parameter_count_at_150(variant: str, schedule: str) -> None:
+    model = build_model(make_config(variant, schedule=schedule, precision="float32"), pixel_stats=(0.5, 0.15))
+    assert model.count_params() == EXPECTED_PARAMETERS_150[variant]  # standardize adds no weights
     assert model.input_shape == (None, 150, 150, 1) and model.output_shape == (None, 1)
 
 
+def test_standardize_puts_the_training_statistics_first_and_the_published_schedule_has_none(tmp_path) -> None:
+    quick = make_config("model5", precision="float32", image_size=64, filters="4-8", dense_units=0)
+    assert quick.standardize and not make_config("model5", schedule="published").standardize
+    model = build_model(quick, pixel_stats=(0.52, 0.15))
+    layer = model.layers[1]
+    assert isinstance(layer, keras.layers.Normalization) and layer.name == "standardize"
+    images = np.array([0.52, 0.67, 0.37], dtype=np.float32)[:, None, None, None] * np.ones((3, 64, 64, 1), np.float32)
+    standardised = keras.Model(model.input, layer.output).predict(images, verbose=0)
+    np.testing.assert_allclose(standardised[:, 0, 0, 0], [0.0, 1.0, -1.0], atol=1e-5)
+    model.save(tmp_path / "m.keras")  # the statistics travel with the saved model
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
+    with pytest.raises(ConfigError, match=r"standardize=true needs the training split's pixel mean"):
+        build_model(quick)
+    with pytest.raises(ConfigError, match=r"positive std"):
+        build_model(quick, pixel_stats=(0.5, 0.0))
+    plain = build_model(make_config("model5", precision="float32", standardize="false", image_size=64))
+    assert not any(isinstance(layer, keras.layers.Normalization) for layer in plain.layers)
+
+
 def test_model4_is_the_published_architecture_and_model5_adds_l2_on_every_conv() -> None:
-    model4 = build_model(make_config("model4", precision="float32"))
+    model4 = build_model(make_config("model4", schedule="published", precision="float32"))
     kinds = [type(layer).__name__ for layer in model4.layers]
     assert kinds == ["InputLayer"] + ["Conv2D", "MaxPooling2D"] * 4 + ["Flatten", "Dense", "Dropout", "Dense"]
     convs = [layer for layer in model4.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 256] and {c.kernel_size for c in convs} == {(3, 3)}
     assert model4.get_layer("dense").units == 48 and model4.get_layer("dropout").rate == 0.5
     assert all(c.kernel_regularizer is None for c in convs)
-    model5 = build_model(make_config("model5", precision="float32"))
+    model5 = build_model(make_config("model5", schedule="published", precision="float32"))
     regularizers = [layer.kernel_regularizer for layer in model5.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(regularizers) == 4 and all(r is not None and r.l2 == pytest.approx(5e-5) for r in regularizers)
     assert model5.get_layer("p_calcification").activation.__name__ == "sigmoid"
@@ -72,16 +94,17 @@ def test_overrides_parse_cli_strings() -> None:
     config = make_config(
         "model5", filters="16-32", dense_units="0", dropout="0.25", l2="1e-4", learning_rate="3e-4",
         batch_size="64", epochs="2", patience="1", augment="false", image_size="64", seed="7",
-        split_by="image", val_fraction="0.25", precision="float32", lr_decay=None,
+        split_by="image", val_fraction="0.25", precision="float32", lr_decay=None, standardize="no",
     )  # fmt: skip
     assert config.filters == (16, 32) and config.dense_units == 0 and config.dropout == 0.25
     assert (config.l2, config.learning_rate, config.lr_decay) == (1e-4, 3e-4, 1e-3)  # None keeps the default
     assert (config.batch_size, config.epochs, config.patience, config.augment) == (64, 2, 1, 0.0)
     assert (config.image_size, config.seed, config.split_by, config.val_fraction) == (64, 7, "image", 0.25)
+    assert config.standardize is False and make_config("model0", standardize="true").standardize is True
     assert make_config("model0", augment="true").augment == 1.0
     assert make_config("model0", filters=[8, 16, 32]).filters == (8, 16, 32)
     assert make_config("model0", filters="8,16").filters == (8, 16)
-    model = build_model(make_config("model5", filters="8-16", dense_units=0, dropout=0, image_size=32))
+    model = build_model(make_config("model5", filters="8-16", dense_units=0, dropout=0, image_size=32, standardize=0))
     assert [type(layer).__name__ for layer in model.layers][-2:] == ["Flatten", "Dense"]
 
 
@@ -100,6 +123,7 @@ def test_overrides_parse_cli_strings() -> None:
         ({"optimizer": "sgd"}, r"parameter optimizer='sgd' is invalid"),
         ({"image_size": 32}, r"image_size=32 is too small for 4 conv blocks .* use image_size ≥ 46"),
         ({"learning_rate": "nan"}, r"parameter learning_rate: cannot use 'nan'"),
+        ({"standardize": "maybe"}, r"parameter standardize: cannot use 'maybe' \(expected true or false\)"),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_parameter(overrides: dict, message: str) -> None:
@@ -117,7 +141,9 @@ def test_unknown_variant_or_schedule_is_rejected() -> None:
 def test_params_are_the_tracking_names_and_the_config_is_frozen() -> None:
     config = make_config("model5")
     params = config.params()
-    expected = (set(tracking.PARAM_NAMES) - {"data_source", "data_digest"}) | {"schedule", "precision", "optimizer"}
+    expected = (set(tracking.PARAM_NAMES) - {"data_source", "data_digest"}) | {
+        "schedule", "precision", "optimizer", "standardize"
+    }  # fmt: skip
     assert set(params) == expected
     assert params["filters"] == "32-64-128-256" and params["variant"] == "model5"
     with pytest.raises(dataclasses.FrozenInstanceError):
