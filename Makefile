@@ -32,5 +32,6 @@ lint: setup
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-bench: setup  # model5 training img/s per precision policy (on a GPU: KERAS_BACKEND=jax, larger --images)
+bench: setup  # model5 training img/s per precision policy (on a GPU: KERAS_BACKEND=jax, larger --images), then through the pipeline
 	python -m bench.gpu_throughput --images 256 --epochs 1 --policies float32,mixed_bfloat16  # CPU-sized; see docs/performance.md
+	python -m bench.train_throughput --epochs 4  # real pipeline: one iterator vs one per epoch

@@ -68,6 +68,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "published": {"epochs": 500, "patience": 80, "standardize": False},
 }
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run depends on; flattened once by `params()` for log_params."""
