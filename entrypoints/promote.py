@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from entrypoints import optional_float, optional_str
-from mammo import registry, tracking
+from mammo import gate, registry, tracking
 from mammo.errors import MammoError
 
 
@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="validation metric that picks the candidate when --run-id is unset (higher is better)",
     )  # fmt: skip
     parser.add_argument(
-        "--gate-metric", type=optional_str, default="test_accuracy", help=f"one of {', '.join(registry.GATE_METRICS)}"
+        "--gate-metric", type=optional_str, default="test_accuracy", help=f"one of {', '.join(gate.GATE_METRICS)}"
     )
     parser.add_argument(
         "--data", type=optional_str, help="prepared dataset both models are scored on (default: the candidate's)"
@@ -70,7 +70,7 @@ def _log_decision(result: registry.PromotionResult, args: argparse.Namespace) ->
     """A `promote` run records the decision next to the training runs (and fills the run `mlflow run` opened)."""
     decision = result.decision
     with tracking.start_run(run_name=f"promote-v{result.version}", experiment=args.experiment,
-                            tags={"mammo.entry": "promote", registry.STATUS_TAG: decision.status}):  # fmt: skip
+                            tags={"mammo.entry": "promote", gate.STATUS_TAG: decision.status}):  # fmt: skip
         tracking.log_params({
             "model_name": result.model_name, "alias": result.alias, "candidate_run_id": result.run_id,
             "version": result.version, "registered": result.registered, "gate_metric": decision.gate_metric,

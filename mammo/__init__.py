@@ -4,7 +4,8 @@ Module map (one line each):
     errors       the error classes; every message says how to fix the problem
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json)
     data/dicom   DICOM reading through pydicom's LUT helpers; crop/mask by content; resize
-    data/cbis    the CBIS-DDSM case-description CSVs and the DICOM tree indexed by UIDs
+    data/cbis    the CBIS-DDSM case-description CSVs, row → file matching, ingest
+    data/dicom_index  the DICOM tree indexed by header UIDs; the spawned worker pool
     data/tensors the published project's numpy layout
     data/synthetic  a generated CBIS-DDSM tree in the real TCIA layout (the default)
     data/cohort  synthetic patients, lesions, CSV descriptors and the official split (pure)
@@ -12,7 +13,7 @@ Module map (one line each):
     data/splits  validation carved from train by patient (or by image, as published)
     data/prepare source → prepared dataset, with the skip report
     variants     Model 0–5 as a table of hyperparameters + one Functional builder
-    pipeline     tf.data input, scaling and augmentation layers, precision policy
+    pipeline     tf.data input, scaling, standardisation statistics, augmentation, precision policy
     training     fit with callbacks and the best checkpoint
     evaluation   metrics, confidence intervals, McNemar, wrong/worst, calibration
     plots        matplotlib figures, computed then rendered
@@ -20,6 +21,7 @@ Module map (one line each):
     search       Optuna space, storage, sampler, pruner, study loading (Optuna only)
     study        the search run: each trial a nested MLflow run, the best trial's model
     study_report the study's parent run: summary, Optuna plots, McNemar vs Model 5
+    gate         the promotion gate: better by min_delta and not worse by McNemar (pure)
     registry     register, promote, aliases
     serving      pyfunc wrapper: DICOM or pixel arrays in, probabilities out
 """

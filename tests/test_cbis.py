@@ -13,13 +13,9 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mammo.data.cbis import (
-    MANIFEST_COLUMNS,
-    index_dicom_tree,
-    ingest_cbis,
-    read_case_descriptions,
-)
+from mammo.data.cbis import MANIFEST_COLUMNS, ingest_cbis, read_case_descriptions
 from mammo.data.dicom import crop_around_mask, read_pixels, resize_patch
+from mammo.data.dicom_index import index_dicom_tree
 from mammo.errors import ConfigError, DataError, RecordError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm"

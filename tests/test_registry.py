@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from entrypoints import promote as promote_entry
-from mammo import registry, serving, tracking
+from mammo import gate, registry, serving, tracking
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
 from mammo.errors import ConfigError, DataError
 
@@ -146,25 +146,23 @@ def test_gate_rules_lower_is_better_min_delta_and_bad_options() -> None:
     labels = np.array([0] * 10 + [1] * 10)
     truth = labels * 0.9 + 0.05
     sharper = labels * 0.98 + 0.01
-    decision = registry.gate_decision(
+    decision = gate.gate_decision(
         labels=labels, candidate_probabilities=sharper, champion_probabilities=truth, gate_metric="test_loss"
     )
     assert decision.promoted and decision.p_value == 1.0 and decision.candidate_score < decision.champion_score
-    small = registry.gate_decision(
+    small = gate.gate_decision(
         labels=labels, candidate_probabilities=sharper, champion_probabilities=truth, gate_metric="test_loss",
         min_delta=0.5,
     )  # fmt: skip
     assert not small.promoted and "min_delta" in small.reason
     with pytest.raises(ConfigError, match="--gate-metric must be one of"):
-        registry.gate_decision(
-            labels=labels, candidate_probabilities=truth, champion_probabilities=None, gate_metric="auc"
-        )
+        gate.gate_decision(labels=labels, candidate_probabilities=truth, champion_probabilities=None, gate_metric="auc")
     with pytest.raises(ConfigError, match="is a test metric; pick the candidate on validation"):
         registry.find_candidate(experiment_id="0", select_metric="test_accuracy")
     with pytest.raises(ConfigError, match="--alpha"):
-        registry.check_gate_options(gate_metric="test_accuracy", min_delta=0.0, alpha=1.5)
+        gate.check_gate_options(gate_metric="test_accuracy", min_delta=0.0, alpha=1.5)
     with pytest.raises(ConfigError, match="undefined on these test patches"):
-        registry.gate_decision(labels=np.zeros(4), candidate_probabilities=np.zeros(4), champion_probabilities=None,
+        gate.gate_decision(labels=np.zeros(4), candidate_probabilities=np.zeros(4), champion_probabilities=None,
                                gate_metric="test_auc")  # fmt: skip
 
 

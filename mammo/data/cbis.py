@@ -1,4 +1,4 @@
-"""CBIS-DDSM: the four case-description CSVs, the DICOM tree indexed by UIDs, and ingest.
+"""CBIS-DDSM: the four case-description CSVs, matching their rows to the indexed DICOM tree, and ingest.
 
 The CSVs name files as `<case>/<StudyInstanceUID>/<SeriesInstanceUID>/00000N.dcm`, but a TCIA
 download is laid out by the NBIA retriever under other folder names, and which of 000000/000001
@@ -11,12 +11,10 @@ every one with its reason in `IngestResult.skipped`.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from mammo.data.dicom import crop_around_mask, is_roi_mask, patch_from_dicom, read_header, read_pixels, resize_patch
+from mammo.data.dicom import crop_around_mask, is_roi_mask, patch_from_dicom, read_pixels, resize_patch
+from mammo.data.dicom_index import index_tree, make_pool, ordered_map
 from mammo.data.store import MANIFEST_COLUMNS as STORE_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
 
@@ -56,15 +54,6 @@ CASE_COLUMNS = [
     "image_path", "crop_path", "roi_path", "image_study_uid", "image_series_uid", "crop_study_uid", "crop_series_uid",
     "roi_study_uid", "roi_series_uid", "csv_file", "csv_row",
 ]  # fmt: skip
-INDEX_COLUMNS = [
-    "path", "patient_id", "study_uid", "series_uid", "sop_uid", "series_description", "rows", "columns",
-    "bits_stored", "photometric", "error", "message",
-]  # fmt: skip
-INDEX_HEADER = {
-    "patient_id": "PatientID", "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
-    "sop_uid": "SOPInstanceUID", "series_description": "SeriesDescription", "rows": "Rows", "columns": "Columns",
-    "bits_stored": "BitsStored", "photometric": "PhotometricInterpretation",
-}  # fmt: skip
 MANIFEST_COLUMNS = [column for column in STORE_COLUMNS if column != "index"]  # write_prepared numbers `index`
 SKIP_HINT = "or use --on-error skip to skip and count such rows"
 FIXES = {
@@ -146,77 +135,6 @@ def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- DICOM tree index
-
-
-def _find_dicom_files(root: Path) -> list[str]:
-    """Every *.dcm / *.dicom / suffix-less file under root (hidden ones skipped), sorted."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in ("", ".dcm", ".dicom"):
-                found.append(os.path.join(folder, name))
-    return found
-
-
-def _index_one(path: str) -> dict[str, Any]:
-    record: dict[str, Any] = {"path": path, "error": "", "message": ""}
-    try:
-        header = read_header(path)
-    except RecordError as exc:
-        return record | {"error": "unreadable_dicom", "message": str(exc)}
-    record |= {column: header[keyword] for column, keyword in INDEX_HEADER.items()}
-    if not header["SeriesInstanceUID"]:
-        record |= {"error": "unreadable_dicom", "message": f"{path}: no SeriesInstanceUID in the header."}
-    elif not header["Rows"]:  # e.g. a DICOMDIR or a report: DICOM, but no image to match
-        record |= {"error": "not_an_image", "message": f"{path}: DICOM without an image (no Rows)."}
-    return record
-
-
-def _pool(workers: int) -> Executor | None:
-    """Processes, not threads: header parsing, decoding and resizing hold the GIL. Spawned, not
-    forked, so it is safe when TensorFlow or MLflow threads already run in this process."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-
-
-def _ordered_map(
-    function: Callable[[Any], Any], items: Sequence[Any], *, pool: Executor | None, desc: str, progress: bool
-) -> Iterator[Any]:
-    """`map` in input order, in-process or on `pool`, with a tqdm bar; closing it cancels pending work."""
-    chunksize = max(1, min(64, len(items) // 32))
-    results = map(function, items) if pool is None else pool.map(function, items, chunksize=chunksize)
-    with tqdm(total=len(items), desc=desc, disable=not progress) as bar:
-        try:
-            for result in results:
-                bar.update()
-                yield result
-        finally:
-            getattr(results, "close", lambda: None)()  # Executor.map's generator cancels what is still queued
-
-
-def _index_tree(root: str | Path, *, pool: Executor | None, progress: bool) -> pd.DataFrame:
-    folder = Path(root)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder. Pass --data-dir: the CBIS-DDSM download holding the case folders.")
-    files = _find_dicom_files(folder)
-    with closing(_ordered_map(_index_one, files, pool=pool, desc="index DICOM", progress=progress)) as rows:
-        index = pd.DataFrame(list(rows), columns=INDEX_COLUMNS)
-    return index.astype({"rows": "Int64", "columns": "Int64", "bits_stored": "Int64"})
-
-
-def index_dicom_tree(root: str | Path, *, workers: int = 1, progress: bool = False) -> pd.DataFrame:
-    """One row per DICOM file anywhere under `root`: header UIDs, size and path (INDEX_COLUMNS).
-
-    Headers only (stop_before_pixels, ~1.5 ms a file, so the ~10k files of a full download take
-    seconds); `workers` > 1 spreads them over processes. An unreadable file gets
-    `error="unreadable_dicom"` and a message instead of stopping the scan.
-    """
-    pool = _pool(workers)
-    try:
-        return _index_tree(root, pool=pool, progress=progress)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
 
 
 # ---------------------------------------------------------------- patches (may run on worker processes)
@@ -456,14 +374,14 @@ def ingest_cbis(
     _validate(image_size=image_size, patch=patch, margin=margin, on_error=on_error, workers=workers)
     root = Path(data_dir)
     cases = read_case_descriptions(csv_dir if csv_dir is not None else _default_csv_dir(root))
-    pool = _pool(workers)  # one pool for indexing and decoding: start-up paid once
+    pool = make_pool(workers)  # one pool for indexing and decoding: start-up paid once
     try:
-        index = _index_tree(root, pool=pool, progress=progress)
+        index = index_tree(root, pool=pool, progress=progress)
         tree = _Tree(index, root)
         rows = list(cases.itertuples(index=False))
         plans = [_plan(row, tree, mode=patch, size=image_size, margin=margin) for row in rows]
         tasks = [plan for plan in plans if isinstance(plan, PatchTask)]
-        with closing(_ordered_map(build_patch, tasks, pool=pool, desc="CBIS-DDSM", progress=progress)) as outcomes:
+        with closing(ordered_map(build_patch, tasks, pool=pool, desc="CBIS-DDSM", progress=progress)) as outcomes:
             patches, used, skipped = _collect(rows, plans, outcomes, tree, on_error=on_error)
     finally:
         if pool is not None:
