@@ -134,7 +134,7 @@ def fit(
     # 2-core machine (measured: 4 epochs took 111 s that way and 91 s repeated).
     history = model.fit(
         splits.train.repeat(), steps_per_epoch=splits.train_steps, validation_data=splits.val, epochs=config.epochs,
-        callbacks=[*own, *callbacks], verbose=default_verbosity() if verbose is None else verbose,
+        callbacks=[*own, *callbacks], shuffle=False, verbose=default_verbosity() if verbose is None else verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     end_probabilities = predict_probabilities(model, splits)
