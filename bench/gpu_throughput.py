@@ -11,12 +11,12 @@ ratios to float32, measured in one run. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import keras
 import numpy as np
 
+from bench import save_results
 from mammo.variants import build_model, make_config, make_optimizer
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if base:
         results["ratio_to_float32"] = {p: round(v / base, 2) for p, v in results["img_per_s"].items()}
         print("ratios to float32:", results["ratio_to_float32"])
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=2)
+    save_results(results, args.out)
     return 0
 
 

@@ -12,11 +12,11 @@ and prints the img/s of each (validation included, as in a real epoch) and their
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import keras
 
+from bench import save_results
 from mammo.data.prepare import ensure_prepared
 from mammo.data.store import load_prepared
 from mammo.pipeline import choose_precision, make_datasets
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = results["one_iterator"]["img_per_s"] / results["iterator_per_epoch"]["img_per_s"]
     results["ratio_one_to_per_epoch"] = round(ratio, 2)
     print(f"one iterator / iterator per epoch: {ratio:.2f}×")
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=2)
+    save_results(results, args.out)
     return 0
 
 
