@@ -42,7 +42,7 @@ class Splits:
     val_indices: np.ndarray
     test_indices: np.ndarray
     image_size: int
-    pixel_stats: tuple[float, float]  # mean and std of the train split's [0, 1] pixels (what standardize uses)
+    pixel_stats: tuple[float, float] | None  # mean, std of the train split's [0, 1] pixels; None unless standardize
     train_steps: int  # batches in one pass over `train`: fit repeats it and counts epochs in these
 
 
@@ -68,7 +68,7 @@ def make_datasets(dataset: PreparedDataset, config: TrainConfig) -> Splits:
         val_indices=val_idx,
         test_indices=test_rows,
         image_size=config.image_size,
-        pixel_stats=pixel_stats(dataset.patches, train_idx),
+        pixel_stats=pixel_stats(dataset.patches, train_idx) if config.standardize else None,
         train_steps=math.ceil(len(train_idx) / config.batch_size),
     )
 
