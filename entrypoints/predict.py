@@ -27,7 +27,7 @@ from mammo.data.dicom import UINT16_MAX, patch_from_dicom
 from mammo.data.store import LABEL_NAMES
 from mammo.errors import MammoError, RecordError
 
-COLUMNS = ["file", "p_calcification", "predicted_label", "predicted_class", "PatientID", "SeriesInstanceUID", "error"]
+COLUMNS = ["file", serving.OUTPUT_COLUMN, "predicted_label", "predicted_class", "PatientID", "SeriesInstanceUID", "error"]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,7 +109,7 @@ def predict_folder(model_uri: str, root: Path) -> pd.DataFrame:
         for row in rows:
             if "error" not in row:
                 probability, label = next(scored)
-                row |= {"p_calcification": float(probability), "predicted_label": int(label)}
+                row |= {serving.OUTPUT_COLUMN: float(probability), "predicted_label": int(label)}
                 row["predicted_class"] = LABEL_NAMES[int(label)]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["predicted_label"] = table["predicted_label"].astype("Int64")

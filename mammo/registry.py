@@ -29,7 +29,7 @@ from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from mammo import tracking
+from mammo import serving, tracking
 from mammo.data.prepare import DATA_ROOT
 from mammo.data.store import INFO_FILE, PreparedDataset, load_prepared
 from mammo.errors import ConfigError, DataError
@@ -207,7 +207,8 @@ def held_out_patches(dataset: PreparedDataset) -> tuple[np.ndarray, np.ndarray, 
 def probabilities_of(output: Any) -> np.ndarray:
     """P(calcification) as a flat float array from whatever the pyfunc returned."""
     if isinstance(output, pd.DataFrame):
-        output = output["p_calcification"] if "p_calcification" in output.columns else output.iloc[:, 0]
+        column = serving.OUTPUT_COLUMN
+        output = output[column] if column in output.columns else output.iloc[:, 0]
     return np.asarray(output, dtype=np.float64).reshape(-1)
 
 

@@ -138,13 +138,16 @@ def fit(
     )  # fmt: skip
     seconds = time.perf_counter() - started
     end_probabilities = predict_probabilities(model, splits)
-    best.restore()
     logs = {name: [float(value) for value in values] for name, values in history.history.items()}
+    epochs_run = len(logs.get("loss", []))
+    # The kept checkpoint differs from the last epoch's weights only when val_loss was lower earlier.
+    restored = best.weights is not None and best.best_epoch != epochs_run
+    best.restore()
     return TrainResult(
         model=model,
         history=logs,
-        best_epoch=best.best_epoch or len(logs.get("loss", [])),
-        probabilities=predict_probabilities(model, splits) if best.weights is not None else end_probabilities,
+        best_epoch=best.best_epoch or epochs_run,
+        probabilities=predict_probabilities(model, splits) if restored else end_probabilities,
         end_probabilities=end_probabilities,
         splits=splits,
         precision=precision,

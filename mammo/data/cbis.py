@@ -134,9 +134,6 @@ def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-# ---------------------------------------------------------------- DICOM tree index
-
-
 # ---------------------------------------------------------------- patches (may run on worker processes)
 
 Candidate = tuple[str, int, int]  # (absolute path, rows, columns)
