@@ -19,7 +19,8 @@ import keras
 from bench import save_results
 from mammo.data.prepare import ensure_prepared
 from mammo.data.store import load_prepared
-from mammo.pipeline import choose_precision, make_datasets
+from mammo.pipeline import make_datasets
+from mammo.precision import choose_precision
 from mammo.variants import build_model, make_config, make_optimizer
 
 

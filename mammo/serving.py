@@ -1,31 +1,27 @@
-"""The served model: raw DICOM, pixel arrays or prepared patches in, P(calcification) out.
+"""The served model: DICOM files, uint16 patches or pixel arrays in, P(calcification) and a label out.
 
-`log_model` wraps a trained Keras model in `PatchClassifier` (an MLflow pyfunc) so anything
-that loads it (`mlflow.pyfunc.load_model`, `mlflow models serve`, the registry, `predict`) gets
-the same pixels as training. Three input forms:
+`log_model` logs the trained Keras model as an MLflow pyfunc built from code (`served_model.py`,
+MLflow's "models from code") that carries its own copy of this package (`code_paths`), so the
+model loads and serves in any environment built from its own requirements.txt: another machine,
+`mlflow models serve --env-manager virtualenv`, a `mlflow models build-docker` image. Nothing of
+ours is CloudPickled. Everything that loads it (`mlflow.pyfunc.load_model`, `mlflow models serve`,
+promote, evaluate, predict) gets the same pixels as training: `model_input` turns each row into
+the patch `prepare` would have made, then the /65535 scaling and any resize to the network's input
+happen as in training (`pixels.scale_patches`). The `.keras` file travels inside the MLflow model
+(artifact `keras_model`), so the bare Keras model is also recoverable.
 
-- uint16 patches (n, S, S) or (n, S, S, 1), exactly as `prepare` wrote them (`{"inputs": [[[...]]]}`);
-- a column `dicom` of base64-encoded cropped-ROI DICOM files (`{"dataframe_split": {"columns": ["dicom"], ...}}`);
-- a column `pixels` of 2-D arrays of any shape, values 0..65535 (`{"inputs": {"pixels": [[[...]]]}}`).
-
-DICOM goes through `dicom.patch_from_dicom` (modality/VOI LUT, MONOCHROME1, mask check, resize) and
-pixel arrays through `dicom.resize_patch`, to the size `prepare` used for the training data, so a
-served file becomes the very patch training saw; then the /65535 scaling and any resize to the
-network's input happen as in training (`pipeline.scale_patches`). The `.keras` file travels inside
-the MLflow model (artifact `keras_model`), so the bare Keras model is also recoverable.
-
-Signature: outputs only (one `p_calcification` column), no input schema. MLflow 3.17 signatures
-are either tensor-based or column-based, and a column-based one (even with optional columns)
-makes MLflow turn a tensor input into a DataFrame, which a 3-D patch array cannot be; so no
-schema can admit both a uint16 tensor and a table with one of two columns. The model validates its
-input itself instead and raises MlflowException(INVALID_PARAMETER_VALUE), which the scoring server
-answers with HTTP 400 and the message (which row, what is wrong, how to fix it).
+Signature: a column-based input schema with three optional columns (MLflow 3 optional ColSpecs):
+`dicom` and `patch` are binary (JSON clients send base64, which MLflow's scoring server decodes),
+`pixels` is AnyType (2-D arrays of any size: MLflow's Array type would check every element in
+Python, ~1 s for a batch of 32 patches). Outputs: `p_calcification` and `predicted_label`, the
+label at the decision threshold stored with the model (`model_config["threshold"]`, chosen on
+validation by training). Bad input raises MlflowException(INVALID_PARAMETER_VALUE), which the
+scoring server answers with HTTP 400 and the message (which row, what is wrong, how to fix it).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -37,17 +33,21 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from mammo import tracking
-from mammo.data.dicom import UINT16_MAX, is_roi_mask, patch_from_dicom, resize_patch
-from mammo.errors import RecordError
+from mammo.errors import ConfigError, RecordError
+from mammo.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
+from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
 
 KERAS_ARTIFACT = "keras_model"
 OUTPUT_COLUMN = "p_calcification"
-INPUT_DICOM = "dicom"
-INPUT_PIXELS = "pixels"
+LABEL_COLUMN = "predicted_label"
+DEFAULT_THRESHOLD = 0.5
 PREDICT_BATCH = 64
+SCORE_BATCH = 256  # rows per pyfunc call when scoring a whole split (the served model's row limit)
+MODEL_CODE = Path(__file__).with_name("served_model.py")
+PACKAGE_DIR = Path(__file__).parent
 # Listed rather than inferred: inference imports the model in a subprocess (TensorFlow: ~20 s).
 REQUIREMENTS = (
     "tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy", "pandas", "pydicom", "pylibjpeg",
@@ -56,140 +56,56 @@ REQUIREMENTS = (
 
 
 class PatchClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc around the Keras model: patches, base64 DICOM or pixel arrays → DataFrame[p_calcification]."""
-
-    def __init__(self, prepared_size: int | None = None) -> None:
-        # The side `prepare` cut the training patches to: DICOM and pixel inputs are resized to it
-        # with the prepare code, then to the network's input as training did.
-        self.prepared_size = prepared_size
+    """pyfunc around the Keras model: a table of DICOM / patch / pixels rows → p_calcification, label."""
 
     def load_context(self, context: Any) -> None:
         import keras
 
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
         self.image_size = int(self.model.input_shape[1])
+        config = dict(getattr(context, "model_config", None) or {})
+        # The side `prepare` cut the training patches to: inputs are resized to it with the prepare
+        # code, then to the network's input as training did. (Models logged before models-from-code
+        # kept it as an attribute.)
+        self.prepared_size = int(config.get("prepared_size") or getattr(self, "prepared_size", None) or self.image_size)
+        self.threshold = float(config.get("threshold", DEFAULT_THRESHOLD))
 
     @property
     def patch_size(self) -> int:
-        """The side raw patches should have before `predict` (models logged before it existed: the input side)."""
-        return int(getattr(self, "prepared_size", None) or self.image_size)
+        return self.prepared_size
 
-    # model_input is left unannotated on purpose: MLflow reads predict's type hints as an input
-    # schema (and warns about `Any`); the input forms are checked in `patches_from_input` instead.
-    def predict(self, context: Any, model_input, params: dict | None = None) -> pd.DataFrame:
-        from mammo.pipeline import scale_patches
-
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:
-            patches = patches_from_input(model_input, size=self.patch_size)  # (n, S0, S0) uint16
+            patches = patches_from_input(model_input, size=self.prepared_size)  # (n, S0, S0) uint16
         except RecordError as error:
             raise MlflowException.invalid_parameter_value(str(error)) from error
-        images = scale_patches(patches, image_size=self.image_size)  # (n, S, S, 1)
-        probabilities = self.model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
-        return pd.DataFrame({OUTPUT_COLUMN: np.asarray(probabilities, dtype=np.float64).reshape(-1)})
+        probabilities = self.probabilities(patches)
+        labels = (probabilities > self.threshold).astype(np.int64)
+        return pd.DataFrame({OUTPUT_COLUMN: probabilities, LABEL_COLUMN: labels})
 
+    def probabilities(self, patches: np.ndarray) -> np.ndarray:
+        """P(calcification) for prepared uint16 patches (n, S0, S0), PREDICT_BATCH at a time.
 
-def as_patch_array(model_input: Any) -> np.ndarray:
-    """The pyfunc input as an (n, S, S) array; a single (S, S) patch becomes a batch of one."""
-    array = np.asarray(model_input)
-    if array.ndim == 2:
-        array = array[np.newaxis]
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3 or array.shape[1] != array.shape[2] or not np.issubdtype(array.dtype, np.number):
-        raise RecordError(
-            f"expected square uint16 patches shaped (n, S, S) or (n, S, S, 1), got {array.dtype} {array.shape}; "
-            f"or send a table with a column '{INPUT_DICOM}' (base64 DICOM files) or '{INPUT_PIXELS}' (2-D arrays).",
-            reason="bad_input",
-        )
-    _check_range(array)
-    return array
-
-
-def _check_range(pixels: np.ndarray) -> None:
-    if pixels.size and (pixels.min() < 0 or pixels.max() > UINT16_MAX):
-        raise RecordError(
-            f"pixel values must lie in 0..{UINT16_MAX} (uint16, as prepare writes them), got "
-            f"{pixels.min()}..{pixels.max()}.",
-            reason="bad_pixels",
-        )
-
-
-def decode_base64(value: Any) -> bytes:
-    """A `dicom` cell: base64 text (JSON) or raw bytes (Python callers)."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if not isinstance(value, str):
-        raise RecordError(
-            f"column '{INPUT_DICOM}' must hold base64-encoded DICOM files as text, got {type(value).__name__}.",
-            reason="bad_base64",
-        )
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise RecordError(
-            f"column '{INPUT_DICOM}' is not valid base64 ({error}); send base64.b64encode(file_bytes).decode().",
-            reason="bad_base64",
-        ) from error
-
-
-def patch_from_pixels(value: Any, *, size: int) -> np.ndarray:
-    """A 2-D pixel array of any shape → (size, size) uint16 by the prepare code (`dicom.resize_patch`)."""
-    try:
-        pixels = np.asarray(value.tolist() if isinstance(value, np.ndarray) and value.dtype == object else value)
-    except (TypeError, ValueError) as error:  # ragged nested lists
-        raise RecordError(f"pixels must be a 2-D array of numbers ({error}).", reason="bad_pixels") from error
-    if pixels.ndim != 2 or pixels.size == 0 or not np.issubdtype(pixels.dtype, np.number):
-        raise RecordError(
-            f"pixels must be a non-empty 2-D array of numbers, got shape {pixels.shape} ({pixels.dtype}).",
-            reason="bad_pixels",
-        )
-    _check_range(pixels)
-    if is_roi_mask(pixels):
-        raise RecordError(
-            "the pixels are a binary ROI mask, not a cropped mammogram patch; send the cropped image.",
-            reason="roi_mask",
-        )
-    return resize_patch(pixels, size)
-
-
-def _per_row(values: list[Any], convert: Any) -> np.ndarray:
-    patches = []
-    for row, value in enumerate(values):
-        try:
-            patches.append(convert(value))
-        except RecordError as error:
-            raise RecordError(f"row {row}: {error}", reason=error.reason) from error
-    if not patches:
-        raise RecordError("the request holds no rows to score.", reason="bad_input")
-    return np.stack(patches)
-
-
-def patches_from_input(model_input: Any, *, size: int) -> np.ndarray:
-    """Any accepted input form → uint16 patches (n, S, S); S = `size` for DICOM and pixel inputs.
-
-    Raises:
-        RecordError: naming the row and what is wrong (bad base64, not DICOM, a mask, wrong column).
-    """
-    if isinstance(model_input, pd.DataFrame):
-        columns = {str(name): model_input[name].tolist() for name in model_input.columns}
-    elif isinstance(model_input, dict):  # {"inputs": {"pixels": [...]}} arrives as a dict of arrays
-        columns = {str(name): [value] if np.isscalar(value) else list(value) for name, value in model_input.items()}
-    else:
-        return as_patch_array(model_input)
-    if INPUT_DICOM in columns:
-        return _per_row(columns[INPUT_DICOM], lambda value: patch_from_dicom(decode_base64(value), size=size)[0])
-    if INPUT_PIXELS in columns:
-        return _per_row(columns[INPUT_PIXELS], lambda value: patch_from_pixels(value, size=size))
-    raise RecordError(
-        f"expected a column '{INPUT_DICOM}' (base64-encoded DICOM files) or '{INPUT_PIXELS}' (2-D pixel arrays), "
-        f"got columns {sorted(columns)}.",
-        reason="bad_input",
-    )
+        `predict_on_batch` runs the compiled predict step directly: `Model.predict` sets up a data
+        adapter and callbacks on every call, which cost more than the network itself on one patch.
+        """
+        images = scale_patches(patches, image_size=self.image_size)  # (n, S, S, 1) float32
+        batches = [
+            np.asarray(self.model.predict_on_batch(images[start : start + PREDICT_BATCH]), dtype=np.float64)
+            for start in range(0, len(images), PREDICT_BATCH)
+        ]
+        return np.concatenate(batches).reshape(-1) if batches else np.zeros(0)
 
 
 def signature() -> ModelSignature:
-    """One probability column out; no input schema (see the module docstring for why)."""
-    return ModelSignature(inputs=None, outputs=Schema([ColSpec("double", OUTPUT_COLUMN)]))
+    """Three optional input columns (one form per row) and the two output columns."""
+    inputs = Schema([
+        ColSpec("binary", INPUT_DICOM, required=False), ColSpec("binary", INPUT_PATCH, required=False),
+        ColSpec(AnyType(), INPUT_SHAPE, required=False), ColSpec(AnyType(), INPUT_PIXELS, required=False),
+    ])  # fmt: skip
+    return ModelSignature(
+        inputs=inputs, outputs=Schema([ColSpec("double", OUTPUT_COLUMN), ColSpec("long", LABEL_COLUMN)])
+    )
 
 
 def requirements() -> list[str]:
@@ -203,7 +119,16 @@ def requirements() -> list[str]:
     return pins
 
 
-def log_model(keras_model: Any, *, image_size: int, input_example: np.ndarray) -> ModelInfo:
+def _package_copy(folder: Path) -> Path:
+    """A clean copy of the `mammo` package (no caches) for the model's code_paths."""
+    target = folder / "mammo"
+    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def log_model(
+    keras_model: Any, *, image_size: int, input_example: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> ModelInfo:
     """Log the pyfunc under tracking.MODEL_ARTIFACT in the active run, with signature and example.
 
     `image_size` is the model's input side; the example is raw prepared patches (n, S0, S0) uint16,
@@ -211,38 +136,94 @@ def log_model(keras_model: Any, *, image_size: int, input_example: np.ndarray) -
     """
     if int(keras_model.input_shape[1]) != int(image_size):
         raise ValueError(f"image_size={image_size} but the model's input is {keras_model.input_shape}")
-    example = as_patch_array(np.asarray(input_example, dtype=np.uint16))
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold must lie in [0, 1], got {threshold}.")
+    example = as_patch_batch(np.asarray(input_example, dtype=np.uint16))
     prepared_size = int(example.shape[1])
     with tempfile.TemporaryDirectory() as tmp:
         keras_file = Path(tmp) / "model.keras"
         keras_model.save(keras_file)
         return mlflow.pyfunc.log_model(
             name=tracking.MODEL_ARTIFACT,
-            python_model=PatchClassifier(prepared_size=prepared_size),
+            python_model=str(MODEL_CODE),
+            code_paths=[str(_package_copy(Path(tmp)))],
             artifacts={KERAS_ARTIFACT: str(keras_file)},
+            model_config={"prepared_size": prepared_size, "threshold": float(threshold)},
             signature=signature(),
-            input_example=example,
+            input_example=patch_table(example),
             pip_requirements=requirements(),
             metadata={
                 "image_size": int(image_size),
                 "prepared_size": prepared_size,
+                "threshold": float(threshold),
                 "output": OUTPUT_COLUMN,
-                "pixel_scale": 65535,
-                "inputs": f"uint16 patches (n, S, S) | column '{INPUT_DICOM}' | '{INPUT_PIXELS}'",
+                "pixel_scale": PIXEL_MAX,
+                "inputs": f"one of {INPUT_DICOM} (DICOM bytes) | {INPUT_PATCH} (uint16 bytes, + {INPUT_SHAPE}) | "
+                f"{INPUT_PIXELS} (2-D array) per row",
             },
         )
 
 
-def patch_size(model: Any) -> int:
-    """The side raw patches should have for a loaded pyfunc (`mlflow.pyfunc.load_model`) of ours."""
-    classifier = model.unwrap_python_model()
-    if not isinstance(classifier, PatchClassifier):
-        raise MlflowException.invalid_parameter_value(
-            f"the model is a {type(classifier).__name__}, not a mammo PatchClassifier; pass a model logged by train."
+def load(model_uri: str) -> Any:
+    """A pyfunc model of ours, loaded; MLflow's errors (unknown URI, no such alias) pass through."""
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def classifier(model: Any) -> PatchClassifier:
+    """The PatchClassifier inside a loaded pyfunc, or a clear error for someone else's model."""
+    inner = model.unwrap_python_model()
+    if not hasattr(inner, "probabilities") or not hasattr(inner, "prepared_size"):
+        raise ConfigError(
+            f"the model is a {type(inner).__name__}, not a mammo PatchClassifier; pass a model logged by train."
         )
-    return classifier.patch_size
+    return inner
+
+
+def patch_size(model: Any) -> int:
+    """The side raw patches should have for a loaded pyfunc of ours (`load`)."""
+    return int(classifier(model).prepared_size)
+
+
+def threshold(model: Any) -> float:
+    """The decision threshold stored with a loaded pyfunc of ours."""
+    return float(getattr(classifier(model), "threshold", DEFAULT_THRESHOLD))
+
+
+def probabilities_of(output: Any) -> np.ndarray:
+    """P(calcification) as a flat float array from whatever the pyfunc returned."""
+    if isinstance(output, pd.DataFrame):
+        output = output[OUTPUT_COLUMN] if OUTPUT_COLUMN in output.columns else output.iloc[:, 0]
+    return np.asarray(output, dtype=np.float64).reshape(-1)
+
+
+def predict_table(model: Any, patches: np.ndarray) -> pd.DataFrame:
+    """A loaded pyfunc's output (p_calcification, predicted_label) for prepared uint16 patches (n, S, S).
+
+    The patches go through the model's own schema in the compact `patch` column, SCORE_BATCH rows
+    per call (the served model's row limit, and bounded memory), the way any client's request would.
+    """
+    frames = [
+        model.predict(patch_table(patches[start : start + SCORE_BATCH]))
+        for start in range(0, len(patches), SCORE_BATCH)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({OUTPUT_COLUMN: [], LABEL_COLUMN: []})
+
+
+def predict_batches(model: Any, patches: np.ndarray) -> np.ndarray:
+    """A loaded pyfunc's P(calcification) for prepared uint16 patches (n, S, S)."""
+    return probabilities_of(predict_table(model, patches))
+
+
+def score_model(model_uri: str, patches: np.ndarray) -> np.ndarray:
+    """Load any model URI of ours and predict P(calcification) for uint16 patches (n, S, S)."""
+    return predict_batches(load(model_uri), patches)
+
+
+def source_run_id(model_uri: str) -> str | None:
+    """The run that logged the model a URI points at (runs:/, models:/<id>, models:/<name>@alias or /<version>)."""
+    return mlflow.models.get_model_info(model_uri).run_id
 
 
 def load_keras(model_uri: str) -> Any:
     """The bare Keras model inside a logged pyfunc (e.g. to fine-tune or inspect it)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    return classifier(load(model_uri)).model

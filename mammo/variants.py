@@ -17,9 +17,9 @@ import keras
 
 from mammo.data.splits import SPLIT_MODES
 from mammo.errors import ConfigError
+from mammo.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "rmsprop")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _BASE: dict[str, Any] = {
     "filters": (32, 64), "dense_units": 0, "dropout": 0.0, "l2": 0.0, "optimizer": "adam",
@@ -242,21 +242,19 @@ def feature_size(image_size: int, blocks: int) -> int:
 
 
 def build_model(
-    config: TrainConfig, *, dtype_policy: str | None = None, pixel_stats: tuple[float, float] | None = None
+    config: TrainConfig, *, dtype_policy: str, pixel_stats: tuple[float, float] | None = None
 ) -> keras.Model:
     """One Functional builder for every variant; input (S, S, 1) float in [0, 1].
 
-    `dtype_policy` defaults to `choose_precision(config.precision)`; it is passed to each layer
-    rather than set globally, so building a model never changes other models' policy. The output
+    `dtype_policy` is the resolved Keras policy (`precision.choose_precision(config.precision)`,
+    which the caller resolves once); it is passed to each layer rather than set globally, so building a model never changes other models' policy. The output
     layer stays float32 so the sigmoid and the loss are computed in full precision.
     With `config.standardize`, a Normalization layer holding `pixel_stats` = (mean, std) of the
     training split's [0, 1] pixels comes first; it has no weights (the parameter counts stay the
     published ones) and is saved with the model, so a loaded model standardises by itself.
     """
-    if dtype_policy is None:
-        from mammo.pipeline import choose_precision
-
-        dtype_policy = choose_precision(config.precision)
+    if dtype_policy not in PRECISIONS or dtype_policy == "auto":
+        raise ConfigError(f"dtype_policy must be a resolved policy (float32, mixed_*), got {dtype_policy!r}.")
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="patch")  # (batch, S, S, 1)
     x = inputs
@@ -292,3 +290,12 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=rate)
     return keras.optimizers.Adam(learning_rate=rate)
+
+
+def regularization_penalty(model: keras.Model) -> float:
+    """The model's weight-decay term (the L2 sum Keras adds to every batch's loss), 0 without regularisers.
+
+    Keras' `val_loss` is cross-entropy + this term; a test loss computed from predictions adds it
+    too, so `test_loss` and `val_loss` mean the same thing.
+    """
+    return float(sum(float(keras.ops.convert_to_numpy(term)) for term in model.losses))

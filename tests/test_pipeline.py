@@ -18,12 +18,11 @@ from mammo.errors import ConfigError, DataError
 from mammo.pipeline import (
     CenteredShear,
     augmentation,
-    choose_precision,
-    cpu_flags,
     make_datasets,
     pixel_stats,
     scale_patches,
 )
+from mammo.precision import choose_precision, cpu_flags
 from mammo.variants import make_config
 
 
@@ -55,6 +54,7 @@ def make_speck_dataset(
                 "index": len(rows), "patient_id": f"P_{patient:05d}", "case_id": f"P_{patient:05d}_LEFT_{view}",
                 "side": "LEFT", "view": view, "abnormality_id": 1, "label": label,
                 "abnormality_type": ("mass", "calcification")[label], "pathology": "BENIGN",
+                "breast_density": 1 + patient % 4, "subtlety": 1 + patient % 5,
                 "split": "train" if patient < train_patients else "test", "source_file": f"p{patient}_{view}.dcm",
             })  # fmt: skip
     manifest = pd.DataFrame(rows)[MANIFEST_COLUMNS]

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from entrypoints import promote as promote_entry
-from mammo import gate, registry, serving, tracking
+from mammo import candidates, gate, lineage, promotion, serving, tracking
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
 from mammo.errors import ConfigError, DataError
 
@@ -40,7 +40,8 @@ def make_dataset(root: Path, *, test_mass: int = 12) -> PreparedDataset:
         "index": range(len(means)), "patient_id": [f"P_{i:05d}" for i in range(len(means))],
         "case_id": [f"case{i}" for i in range(len(means))], "side": "LEFT", "view": "CC", "abnormality_id": 1,
         "label": labels, "abnormality_type": ["mass" if y == 0 else "calcification" for y in labels],
-        "pathology": "BENIGN", "split": splits, "source_file": [f"f{i}.dcm" for i in range(len(means))],
+        "pathology": "BENIGN", "breast_density": 2, "subtlety": 3, "split": splits,
+        "source_file": [f"f{i}.dcm" for i in range(len(means))],
     })[MANIFEST_COLUMNS]  # fmt: skip
     return write_prepared(root, patches=patches, manifest=manifest, source="synthetic", options={"image_size": SIZE})
 
@@ -68,7 +69,7 @@ def log_training_run(
     with tracking.start_run(run_name=variant) as run:
         tracking.log_params({"variant": variant, "data_digest": dataset.digest, "data_source": dataset.source,
                              "image_size": SIZE})  # fmt: skip
-        tracking.log_metrics({"val_auc": val_auc, "test_accuracy": 0.5})
+        tracking.log_metrics({"kept_val_auc": val_auc, "test_accuracy": 0.5})
         tracking.log_prepared_input(dataset)
         if model is not None:
             serving.log_model(model, image_size=SIZE, input_example=np.asarray(dataset.patches[:2]))
@@ -91,10 +92,10 @@ def _version(version: str) -> mlflow.entities.model_registry.ModelVersion:
 
 def test_first_promotion_then_a_better_one_then_a_significantly_worse_one(tmp_path: Path, capsys) -> None:
     dataset = make_dataset(tmp_path / "prepared")
-    with pytest.raises(ConfigError, match=r"no finished run .* logged a model and the metric 'val_auc'"):
-        registry.find_candidate(experiment_id=tracking.use_experiment())
+    with pytest.raises(ConfigError, match=r"no finished run .* logged a model and the metric 'kept_val_auc'"):
+        candidates.find_candidate(experiment_id=tracking.use_experiment())
     with pytest.raises(ConfigError, match="experiment 'elsewhere' does not exist"):
-        registry.promote(experiment="elsewhere")
+        promotion.promote(experiment="elsewhere")
     # Never candidates: a better val_auc but no model, and a model whose run failed.
     no_model = log_training_run(dataset, None, val_auc=0.99)
     log_training_run(dataset, threshold_model(0.3), val_auc=0.999, status="FAILED")
@@ -108,11 +109,11 @@ def test_first_promotion_then_a_better_one_then_a_significantly_worse_one(tmp_pa
     first = _version("1")
     assert first.tags["validation_status"] == "promoted" and first.tags["run_id"] == fair
     assert first.tags["variant"] == "model3" and first.tags["data_digest"] == dataset.digest
-    assert first.tags["val_auc"] == "0.7" and float(first.tags["gate_candidate_score"]) == pytest.approx(20 / 24)
+    assert first.tags["kept_val_auc"] == "0.7" and float(first.tags["gate_candidate_score"]) == pytest.approx(20 / 24)
     assert "no champion yet" in first.description
 
     good = log_training_run(dataset, threshold_model(0.3), val_auc=0.80, variant="model5")  # 24/24
-    result = registry.promote()
+    result = promotion.promote()
     assert (result.run_id, result.version, result.decision.promoted) == (good, "2", True)
     assert _aliases() == {"champion": "2", "challenger": "2", "previous-champion": "1"}
     second = _version("2").tags
@@ -129,15 +130,24 @@ def test_first_promotion_then_a_better_one_then_a_significantly_worse_one(tmp_pa
     assert third.run_id == wrong and third.tags["validation_status"] == "rejected"
     assert float(third.tags["mcnemar_p"]) < 1e-6 and third.tags["mcnemar_champion_only_right"] == "24"
     assert float(third.tags["gate_candidate_score"]) == 0.0 and float(third.tags["gate_champion_score"]) == 1.0
-    assert third.description.startswith("REJECTED") and "McNemar p" in third.description
+    card = third.description
+    # the model card: decision, data, model, test figures, links to the run's plots
+    assert card.startswith("# mammo-cnn version 3: REJECTED as `champion`") and "McNemar p = 1.19e-07" in card
+    assert (
+        f"digest `{dataset.digest}`" in card
+        and "variant **model4**" in card
+        and "test: 12 mass, 12 calcification" in card
+    )
+    assert f"#/experiments/{mlflow.get_run(wrong).info.experiment_id}/runs/{wrong}/artifacts/plots/roc.png" in card
+    assert "| 50.0 % (95 % CI –) |" in card  # the run's own logged test accuracy (this hand-made run logged no CI)
     promote_runs = mlflow.search_runs(filter_string="tags.`mammo.entry` = 'promote'", search_all_experiments=True)
     assert sorted(promote_runs["tags.validation_status"]) == ["promoted", "rejected"]
 
     # The champion's own run again: nothing new is registered. An equally good twin: a tie keeps the champion.
-    again = registry.promote(run_id=good)
+    again = promotion.promote(run_id=good)
     assert not again.registered and "already the champion" in again.decision.reason
     twin = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
-    tie = registry.promote(run_id=twin, gate_metric="test_loss")
+    tie = promotion.promote(run_id=twin, gate_metric="test_loss")
     assert not tie.decision.promoted and "not better" in tie.decision.reason and tie.decision.p_value == 1.0
     assert _aliases() == {"champion": "2", "challenger": "4", "previous-champion": "1"}
 
@@ -158,7 +168,7 @@ def test_gate_rules_lower_is_better_min_delta_and_bad_options() -> None:
     with pytest.raises(ConfigError, match="--gate-metric must be one of"):
         gate.gate_decision(labels=labels, candidate_probabilities=truth, champion_probabilities=None, gate_metric="auc")
     with pytest.raises(ConfigError, match="is a test metric; pick the candidate on validation"):
-        registry.find_candidate(experiment_id="0", select_metric="test_accuracy")
+        candidates.find_candidate(experiment_id="0", select_metric="test_accuracy")
     with pytest.raises(ConfigError, match="--alpha"):
         gate.check_gate_options(gate_metric="test_accuracy", min_delta=0.0, alpha=1.5)
     with pytest.raises(ConfigError, match="undefined on these test patches"):
@@ -168,6 +178,6 @@ def test_gate_rules_lower_is_better_min_delta_and_bad_options() -> None:
 
 def test_prepared_data_is_found_by_digest_or_reported_missing(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "data" / "prepared" / "synthetic")
-    assert registry.find_prepared(dataset.digest) == Path("data/prepared/synthetic")  # cwd is tmp_path
+    assert lineage.find_prepared(dataset.digest) == Path("data/prepared/synthetic")  # cwd is tmp_path
     with pytest.raises(DataError, match=r"no prepared dataset with digest 0000 found .*Pass --data"):
-        registry.find_prepared("0000")
+        lineage.find_prepared("0000")

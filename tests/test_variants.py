@@ -26,7 +26,9 @@ EXPECTED_PARAMETERS_150 = {
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_has_the_expected_parameter_count_at_150(variant: str, schedule: str) -> None:
-    model = build_model(make_config(variant, schedule=schedule, precision="float32"), pixel_stats=(0.5, 0.15))
+    model = build_model(
+        make_config(variant, schedule=schedule, precision="float32"), dtype_policy="float32", pixel_stats=(0.5, 0.15)
+    )
     assert model.count_params() == EXPECTED_PARAMETERS_150[variant]  # standardize adds no weights
     assert model.input_shape == (None, 150, 150, 1) and model.output_shape == (None, 1)
 
@@ -34,7 +36,7 @@ def test_every_variant_has_the_expected_parameter_count_at_150(variant: str, sch
 def test_standardize_puts_the_training_statistics_first_and_the_published_schedule_has_none(tmp_path) -> None:
     quick = make_config("model5", precision="float32", image_size=64, filters="4-8", dense_units=0)
     assert quick.standardize and not make_config("model5", schedule="published").standardize
-    model = build_model(quick, pixel_stats=(0.52, 0.15))
+    model = build_model(quick, dtype_policy="float32", pixel_stats=(0.52, 0.15))
     layer = model.layers[1]
     assert isinstance(layer, keras.layers.Normalization) and layer.name == "standardize"
     images = np.array([0.52, 0.67, 0.37], dtype=np.float32)[:, None, None, None] * np.ones((3, 64, 64, 1), np.float32)
@@ -44,22 +46,24 @@ def test_standardize_puts_the_training_statistics_first_and_the_published_schedu
     reloaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
     with pytest.raises(ConfigError, match=r"standardize=true needs the training split's pixel mean"):
-        build_model(quick)
+        build_model(quick, dtype_policy="float32")
     with pytest.raises(ConfigError, match=r"positive std"):
-        build_model(quick, pixel_stats=(0.5, 0.0))
-    plain = build_model(make_config("model5", precision="float32", standardize="false", image_size=64))
+        build_model(quick, dtype_policy="float32", pixel_stats=(0.5, 0.0))
+    plain = build_model(
+        make_config("model5", precision="float32", standardize="false", image_size=64), dtype_policy="float32"
+    )
     assert not any(isinstance(layer, keras.layers.Normalization) for layer in plain.layers)
 
 
 def test_model4_is_the_published_architecture_and_model5_adds_l2_on_every_conv() -> None:
-    model4 = build_model(make_config("model4", schedule="published", precision="float32"))
+    model4 = build_model(make_config("model4", schedule="published", precision="float32"), dtype_policy="float32")
     kinds = [type(layer).__name__ for layer in model4.layers]
     assert kinds == ["InputLayer"] + ["Conv2D", "MaxPooling2D"] * 4 + ["Flatten", "Dense", "Dropout", "Dense"]
     convs = [layer for layer in model4.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 256] and {c.kernel_size for c in convs} == {(3, 3)}
     assert model4.get_layer("dense").units == 48 and model4.get_layer("dropout").rate == 0.5
     assert all(c.kernel_regularizer is None for c in convs)
-    model5 = build_model(make_config("model5", schedule="published", precision="float32"))
+    model5 = build_model(make_config("model5", schedule="published", precision="float32"), dtype_policy="float32")
     regularizers = [layer.kernel_regularizer for layer in model5.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(regularizers) == 4 and all(r is not None and r.l2 == pytest.approx(5e-5) for r in regularizers)
     assert model5.get_layer("p_calcification").activation.__name__ == "sigmoid"
@@ -104,7 +108,10 @@ def test_overrides_parse_cli_strings() -> None:
     assert make_config("model0", augment="true").augment == 1.0
     assert make_config("model0", filters=[8, 16, 32]).filters == (8, 16, 32)
     assert make_config("model0", filters="8,16").filters == (8, 16)
-    model = build_model(make_config("model5", filters="8-16", dense_units=0, dropout=0, image_size=32, standardize=0))
+    model = build_model(
+        make_config("model5", filters="8-16", dense_units=0, dropout=0, image_size=32, standardize=0),
+        dtype_policy="float32",
+    )
     assert [type(layer).__name__ for layer in model.layers][-2:] == ["Flatten", "Dense"]
 
 

@@ -22,6 +22,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from skimage.transform import resize
 
 from mammo.errors import RecordError
+from mammo.pixels import PIXEL_MAX
 
 HEADER_KEYWORDS = (
     "PatientID",
@@ -34,7 +35,6 @@ HEADER_KEYWORDS = (
     "BitsStored",
     "PhotometricInterpretation",
 )
-UINT16_MAX = 65535
 _REDOWNLOAD = "Re-download the series from TCIA (the file is truncated or is not DICOM)."
 
 Source = str | Path | bytes | BinaryIO
@@ -117,10 +117,10 @@ def _output_range(ds: pydicom.Dataset, *, voi: bool) -> tuple[float, float]:
 
 
 def _to_uint16(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    if low == 0 and high == UINT16_MAX and values.dtype == np.uint16:
+    if low == 0 and high == PIXEL_MAX and values.dtype == np.uint16:
         return values.copy()
-    scaled = (values.astype(np.float64) - low) * (UINT16_MAX / max(high - low, 1e-12))
-    return np.clip(np.rint(scaled), 0, UINT16_MAX).astype(np.uint16)
+    scaled = (values.astype(np.float64) - low) * (PIXEL_MAX / max(high - low, 1e-12))
+    return np.clip(np.rint(scaled), 0, PIXEL_MAX).astype(np.uint16)
 
 
 def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
@@ -137,7 +137,7 @@ def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
         ) from exc
 
 
-def read_pixels(source: Source) -> tuple[np.ndarray, dict[str, Any]]:
+def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
 
     Steps: decode (compressed transfer syntaxes through the pylibjpeg plugins) →
@@ -145,12 +145,23 @@ def read_pixels(source: Source) -> tuple[np.ndarray, dict[str, Any]]:
     MONOCHROME1 so that bright always means dense → map the nominal output range (e.g. 0..4095
     for 12-bit data, 0..65535 for 16-bit) linearly onto 0..65535.
 
+    `max_side` (the served model's limit) refuses a larger image from its header, before the
+    pixels are decoded.
+
     Raises:
         RecordError: reason ``unreadable_dicom`` for non-DICOM/truncated/undecodable input,
-            ``wrong_image_kind`` for colour or multi-frame images.
+            ``wrong_image_kind`` for colour or multi-frame images, ``too_large`` past `max_side`.
     """
     name = _source_name(source)
     ds = _open(source, stop_before_pixels=False)
+    if max_side is not None:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        if max(rows, columns) > max_side:
+            raise RecordError(
+                f"{name} is {rows}×{columns} pixels, over the limit of {max_side} a side; send the cropped-ROI "
+                "image, not a full mammogram.",
+                reason="too_large",
+            )
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise RecordError(
@@ -213,11 +224,11 @@ def resize_patch(pixels: np.ndarray, size: int) -> np.ndarray:
         pad = ((pad_rows // 2, pad_rows - pad_rows // 2), (pad_cols // 2, pad_cols - pad_cols // 2))
         image = np.pad(image, pad, mode="symmetric")
     if side == size:
-        return np.clip(image, 0, UINT16_MAX).astype(np.uint16)
+        return np.clip(image, 0, PIXEL_MAX).astype(np.uint16)
     out = resize(
         image.astype(np.float32), (size, size), order=1, mode="reflect", anti_aliasing=side > size, preserve_range=True
     )
-    return np.clip(np.rint(out), 0, UINT16_MAX).astype(np.uint16)  # (size, size)
+    return np.clip(np.rint(out), 0, PIXEL_MAX).astype(np.uint16)  # (size, size)
 
 
 def _span(center: float, length: int, limit: int) -> tuple[int, int]:
@@ -260,14 +271,16 @@ def crop_around_mask(full: np.ndarray, mask: np.ndarray, *, margin: float = 0.25
     return full[r0:r1, c0:c1]
 
 
-def patch_from_dicom(source: Source, *, size: int = 150) -> tuple[np.ndarray, dict[str, Any]]:
+def patch_from_dicom(
+    source: Source, *, size: int = 150, max_side: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Crop-mode preprocessing of one cropped-ROI DICOM: `read_pixels` → `resize_patch`.
 
     Raises:
         RecordError: reason ``roi_mask`` when the file is a binary ROI mask rather than a cropped
             image (CBIS-DDSM's file names mix them up), besides the reasons of `read_pixels`.
     """
-    pixels, meta = read_pixels(source)
+    pixels, meta = read_pixels(source, max_side=max_side)
     if is_roi_mask(pixels):
         raise RecordError(
             f"{meta['source']} is an ROI mask (a binary image), not a cropped mammogram patch. "

@@ -7,18 +7,38 @@ dataset.json, so preparing the same source again with the same options is a no-o
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mammo.data.store import PreparedDataset, is_up_to_date, load_prepared, write_prepared
-from mammo.errors import ConfigError
+from mammo.data.store import (
+    SPLITS,
+    STAGING_PREFIX,
+    PreparedDataset,
+    dataset_lock,
+    is_up_to_date,
+    open_prepared,
+    remove_stale_staging,
+    write_prepared,
+)
+from mammo.errors import ConfigError, DataError
 
 SOURCES = ("synthetic", "cbis-ddsm", "tensors")
 PATCH_MODES = ("crop", "roi")
 ERROR_POLICIES = ("raise", "skip")
 DATA_ROOT = Path("data")
+EMPTY_SPLIT_FIXES = {  # main skip reason → what to do when a whole split came out empty
+    "missing_file": "Point --data-dir at the folder holding the downloaded DICOM series of both splits "
+    "(the CSVs name files this tree does not hold).",
+    "unreadable_dicom": "Re-download the DICOM series from TCIA: the files are truncated or not DICOM.",
+    "wrong_image_kind": "Check --patch: crop mode needs the cropped-image series, roi mode the full mammograms.",
+    "unknown_label": "Use the original TCIA case-description CSVs.",
+}
 
 
 @dataclass(frozen=True)
@@ -28,8 +48,15 @@ class PrepareResult:
     skipped: list[dict[str, str]]
 
 
-def default_out(source: str) -> Path:
-    return DATA_ROOT / "prepared" / source
+def default_out(options: dict[str, Any]) -> Path:
+    """data/prepared/<source>-<patch>-<size>px-<hash of every option>: other options, another folder.
+
+    The readable part says what it is; the hash keeps datasets made with different options (size,
+    patch mode, cases, seed, data folder, error policy) from ever sharing one default folder.
+    """
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    mode = f"-{options['patch']}" if "patch" in options else ""
+    return DATA_ROOT / "prepared" / f"{options['source']}{mode}-{options['image_size']}px-{key}"
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -67,47 +94,98 @@ def prepare(
     out: str | Path | None = None, image_size: int = 150, patch: str = "crop", cases: int | None = None,
     seed: int = 0, on_error: str = "raise", workers: int = 1, progress: bool = True,
 ) -> PrepareResult:  # fmt: skip
-    """Prepare `source` into `out` (default data/prepared/<source>); a no-op when already done."""
+    """Prepare `source` into `out` (default: `default_out(options)`); a no-op when already done.
+
+    The folder's lock is held throughout, so several workers preparing the same default on first
+    use take turns: the first prepares, the others find it done.
+    """
     options = prepare_options(
         source=source, data_dir=data_dir, csv_dir=csv_dir, image_size=image_size, patch=patch, cases=cases,
         seed=seed, on_error=on_error,
     )  # fmt: skip
-    out_dir = Path(out) if out is not None else default_out(source)
-    if is_up_to_date(out_dir, options):
-        return PrepareResult(dataset=load_prepared(out_dir), reused=True, skipped=[])
-    if source == "tensors":
-        from mammo.data.tensors import read_tensors
-
-        patches, manifest, skipped = read_tensors(options["data_dir"], image_size=image_size, on_error=on_error)
-    else:
-        from mammo.data.cbis import ingest_cbis
-
-        if source == "synthetic":
-            data_dir = csv_dir = _synthetic_tree(cases=options["cases"], seed=seed, progress=progress)
-        result = ingest_cbis(
-            data_dir=data_dir, csv_dir=csv_dir or data_dir, image_size=image_size, patch=patch,
-            on_error=on_error, workers=workers, progress=progress,
-        )  # fmt: skip
-        patches, manifest, skipped = result.patches, result.manifest, result.skipped
-    dataset = write_prepared(
-        out_dir, patches=patches, manifest=manifest, source=source, options=options, skipped=skipped
-    )
+    out_dir = Path(out) if out is not None else default_out(options)
+    with dataset_lock(out_dir):
+        if is_up_to_date(out_dir, options):
+            return PrepareResult(dataset=open_prepared(out_dir), reused=True, skipped=[])
+        remove_stale_staging(out_dir)  # left by a prepare that was killed; we hold the lock, so none is live
+        patches, manifest, skipped = _read_source(options, workers=workers, progress=progress)
+        _check_splits(manifest, skipped, out_dir)
+        dataset = write_prepared(
+            out_dir, patches=patches, manifest=manifest, source=source, options=options, skipped=skipped
+        )
     return PrepareResult(dataset=dataset, reused=False, skipped=skipped)
 
 
+def _read_source(options: dict[str, Any], *, workers: int, progress: bool) -> tuple[Any, Any, list[dict[str, str]]]:
+    source, image_size, on_error = options["source"], options["image_size"], options["on_error"]
+    if source == "tensors":
+        from mammo.data.tensors import read_tensors
+
+        return read_tensors(options["data_dir"], image_size=image_size, on_error=on_error)
+    from mammo.data.cbis import ingest_cbis
+
+    if source == "synthetic":
+        data_dir = csv_dir = _synthetic_tree(cases=options["cases"], seed=options["seed"], progress=progress)
+    else:
+        data_dir, csv_dir = options["data_dir"], options["csv_dir"]
+    result = ingest_cbis(
+        data_dir=data_dir, csv_dir=csv_dir, image_size=image_size, patch=options["patch"], on_error=on_error,
+        workers=workers, progress=progress,
+    )  # fmt: skip
+    return result.patches, result.manifest, result.skipped
+
+
+def _check_splits(manifest: Any, skipped: list[dict[str, str]], out_dir: Path) -> None:
+    """Refuse a dataset that cannot train: an empty official train or test split, with the main reason."""
+    counts = {split: int((manifest["split"] == split).sum()) if len(manifest) else 0 for split in SPLITS}
+    empty = [split for split, count in counts.items() if count == 0]
+    if not empty:
+        return
+    reasons = Counter(entry["reason"] for entry in skipped)
+    report = out_dir.parent / f"{out_dir.name}.skipped.csv"
+    if skipped:
+        import pandas as pd
+
+        report.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(skipped).to_csv(report, index=False)
+    main = (
+        f"; the main skip reason is {reasons.most_common(1)[0][0]} ({reasons.most_common(1)[0][1]} of "
+        f"{len(skipped) + len(manifest)} records, all reasons {dict(reasons)}, listed in {report})"
+        if skipped
+        else ""
+    )
+    fix = EMPTY_SPLIT_FIXES.get(reasons.most_common(1)[0][0], "") if skipped else ""
+    raise DataError(
+        f"prepare made {counts['train']} train and {counts['test']} test patches: the {' and '.join(empty)} "
+        f"split{'s are' if len(empty) > 1 else ' is'} empty, so nothing could train or be tested on it{main}. "
+        f"{fix or 'Check --data-dir and --csv-dir.'} Nothing was written to {out_dir}."
+    )
+
+
 def _synthetic_tree(*, cases: int, seed: int, progress: bool) -> Path:
-    """Generate the synthetic TCIA tree once per (cases, seed); a marker file says it is complete."""
+    """Generate the synthetic TCIA tree once per (cases, seed), under its lock, published by a rename."""
     from mammo.data.synthetic import generate_tree
 
     tree = DATA_ROOT / "raw" / f"synthetic-{cases}-seed{seed}"
     marker = tree / ".complete"
-    if not marker.is_file():
-        shutil.rmtree(tree, ignore_errors=True)
-        generate_tree(tree, cases=cases, seed=seed, progress=progress)
-        marker.write_text("generated by mammo.data.synthetic\n")
+    with dataset_lock(tree):
+        if not marker.is_file():
+            shutil.rmtree(tree, ignore_errors=True)
+            staging = tree.with_name(f"{STAGING_PREFIX}{tree.name}")
+            shutil.rmtree(staging, ignore_errors=True)
+            generate_tree(staging, cases=cases, seed=seed, progress=progress)
+            (staging / ".complete").write_text("generated by mammo.data.synthetic\n")
+            os.replace(staging, tree)
     return tree
 
 
 def ensure_prepared(source: str = "synthetic", out: str | Path | None = None, **options: Any) -> Path:
     """The prepared dataset's folder, preparing it first if needed (train's default data)."""
     return prepare(source=source, out=out, **options).dataset.path
+
+
+def open_dataset(data: str | Path | None) -> PreparedDataset:
+    """The prepared dataset at `data`, or the synthetic default (prepared on first use, then reused)."""
+    from mammo.data.store import load_prepared
+
+    return load_prepared(Path(data) if data else ensure_prepared("synthetic"))

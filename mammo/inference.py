@@ -1,0 +1,121 @@
+"""Batch prediction over a folder of cropped-ROI DICOMs or PNG/NumPy patches: one CSV row per file.
+
+Every file under the folder (any layout, recursive) gets one row: its P(calcification) and the
+label at the threshold stored with the model, with the DICOM PatientID and SeriesInstanceUID when
+it has them, or, when it cannot be read, empty scores and the reason in `error`. Nothing is dropped
+silently. Files become patches with the model's own preprocessing (`dicom.patch_from_dicom`,
+`model_input.raw_values` + `dicom.resize_patch`: what `prepare` and the served model use), then
+are scored in batches, so one bad file costs one row, not the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammo import serving, tracking
+from mammo.data.dicom import patch_from_dicom, resize_patch
+from mammo.data.store import LABEL_NAMES
+from mammo.errors import DataError, RecordError
+from mammo.model_input import raw_values
+from mammo.pixels import PIXEL_MAX
+
+COLUMNS = ["file", serving.OUTPUT_COLUMN, serving.LABEL_COLUMN, "predicted_class", "PatientID", "SeriesInstanceUID", "error"]  # fmt: skip
+
+
+def input_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DataError(f"--input {root} does not exist; pass a folder of DICOM/PNG/NumPy files or one file.")
+    files = sorted(path for path in root.rglob("*") if path.is_file())
+    if not files:
+        raise DataError(f"--input {root} holds no files; pass a folder of DICOM/PNG/NumPy files.")
+    return files
+
+
+def read_png(path: Path) -> np.ndarray:
+    """A greyscale PNG as uint16 values: 16-bit as stored, 8-bit stretched ×257 onto the same 0..65535 range."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode, pixels = image.mode, np.asarray(image)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RecordError(f"{path} is not a readable PNG ({exc}).", reason="unreadable_png") from exc
+    if mode in ("L", "LA"):
+        return pixels[..., 0].astype(np.uint16) * 257 if mode == "LA" else pixels.astype(np.uint16) * 257
+    if mode.startswith("I"):
+        return np.clip(pixels, 0, PIXEL_MAX).astype(np.uint16)
+    raise RecordError(f"{path} is a {mode} PNG; save the patch as 8- or 16-bit greyscale.", reason="wrong_image_kind")
+
+
+def read_patch(path: Path, *, size: int) -> tuple[np.ndarray, dict[str, str]]:
+    """One file → (patch (size, size) uint16, DICOM identifiers); RecordError says why it cannot be used."""
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".npy"):
+        if suffix == ".png":
+            pixels = read_png(path)
+        else:
+            try:
+                pixels = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RecordError(f"{path} is not a readable .npy array ({exc}).", reason="unreadable_npy") from exc
+        try:
+            return resize_patch(raw_values(np.asarray(pixels)), size), {}
+        except RecordError as error:
+            raise RecordError(f"{path}: {error}", reason=error.reason) from error
+    # Anything else is tried as DICOM: NBIA downloads name them .dcm, other tools use no suffix.
+    patch, meta = patch_from_dicom(path, size=size)
+    return patch, {key: meta.get(key) or "" for key in ("PatientID", "SeriesInstanceUID")}
+
+
+def predict_folder(model_uri: str, root: Path) -> pd.DataFrame:
+    """The CSV's rows: one per file, scored or with its error."""
+    files = input_files(root)
+    model = serving.load(model_uri)
+    size = serving.patch_size(model)
+    rows: list[dict[str, Any]] = []
+    patches = []
+    for path in files:
+        name = str(path.relative_to(root)) if root.is_dir() else path.name
+        try:
+            patch, ids = read_patch(path, size=size)
+        except RecordError as error:
+            rows.append({"file": name, "error": f"{error.reason}: {error}"})
+            continue
+        rows.append({"file": name, **ids})
+        patches.append(patch)
+    if patches:
+        scored = serving.predict_table(model, np.stack(patches)).itertuples(index=False)  # (n, size, size) in
+        for row in rows:
+            if "error" not in row:
+                output = next(scored)
+                label = int(getattr(output, serving.LABEL_COLUMN))
+                row |= {
+                    serving.OUTPUT_COLUMN: float(getattr(output, serving.OUTPUT_COLUMN)),
+                    serving.LABEL_COLUMN: label,
+                }
+                row["predicted_class"] = LABEL_NAMES[label]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table[serving.LABEL_COLUMN] = table[serving.LABEL_COLUMN].astype("Int64")
+    return table
+
+
+def failure_reasons(table: pd.DataFrame) -> dict[str, int]:
+    """How many files could not be read, by reason (the part of `error` before the colon)."""
+    failed = table["error"].dropna()
+    return dict(Counter(error.split(":", 1)[0] for error in failed))
+
+
+def log_predictions(table: pd.DataFrame, *, model_uri: str, root: Path, output: Path, experiment: str | None) -> None:
+    """A `predict` run: the parameters, counts and the CSV itself."""
+    unreadable = int(table["error"].notna().sum())
+    with tracking.start_run(run_name="predict", experiment=experiment, tags={tracking.ENTRY_TAG: "predict"}):
+        tracking.log_params({"model_uri": model_uri, "input": str(root.resolve()), "output": str(output)})
+        tracking.log_metrics({"files": len(table), "predicted": len(table) - unreadable, "unreadable": unreadable})
+        tracking.log_dataframe(table, output.name)

@@ -1,0 +1,74 @@
+"""Which prepared dataset a run or a model came from, and its held-out test patches.
+
+Runs record their data by content digest (`data_digest`) and as dataset inputs; a folder is
+trusted only when its dataset.json carries the same digest, wherever it lies now.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo import serving, tracking
+from mammo.data.prepare import DATA_ROOT
+from mammo.data.store import INFO_FILE, PreparedDataset, load_prepared
+from mammo.errors import ConfigError, DataError
+
+
+def _digest_at(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / INFO_FILE).read_text()).get("digest"))
+    except (OSError, ValueError):
+        return None
+
+
+def find_prepared(digest: str, *, run: Any = None, roots: tuple[Path, ...] = (DATA_ROOT / "prepared",)) -> Path:
+    """The prepared dataset folder whose content digest is `digest`.
+
+    Looks at the run's dataset inputs, its `prepared_dir` param, then every `<root>/*` folder,
+    and trusts a folder only if its dataset.json carries the same digest.
+    """
+    looked: list[Path] = []
+    if run is not None:
+        looked += tracking.run_dataset_folders(run)
+        if run.data.params.get("prepared_dir"):
+            looked.append(Path(run.data.params["prepared_dir"]))
+    for root in roots:
+        looked += sorted(path.parent for path in Path(root).glob(f"*/{INFO_FILE}"))
+    for folder in looked:
+        if _digest_at(folder) == digest:
+            return folder
+    where = ", ".join(str(path) for path in looked) or "nowhere (no dataset inputs, no data/prepared/*)"
+    raise DataError(
+        f"no prepared dataset with digest {digest} found (looked in {where}). Pass --data <prepared folder>, "
+        "or prepare the same source with the same options again (python -m entrypoints.prepare ...)."
+    )
+
+
+def dataset_of_run(run: Any) -> PreparedDataset:
+    """The prepared dataset a training run used (its data_digest), wherever it lies now."""
+    digest = run.data.params.get("data_digest")
+    if not digest:
+        raise ConfigError(f"run {run.info.run_id} has no data_digest param; pass --data <prepared folder>.")
+    return load_prepared(find_prepared(digest, run=run))
+
+
+def dataset_for_model(model_uri: str, data: str | Path | None = None) -> PreparedDataset:
+    """`data` if given, else the prepared dataset the model was trained on (its run's data_digest)."""
+    if data is not None:
+        return load_prepared(data)
+    run_id = serving.source_run_id(model_uri)
+    if not run_id:
+        raise ConfigError(f"cannot tell which run logged {model_uri} (no source run); pass --data.")
+    return dataset_of_run(tracking.get_run(run_id))
+
+
+def held_out_patches(dataset: PreparedDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, patches (n, S, S) uint16, labels) of the official test split."""
+    indices = dataset.split_indices("test")
+    if len(indices) == 0:
+        raise DataError(f"{dataset.path} has no test patches; the gate needs the official test split.")
+    return indices, np.asarray(dataset.patches[indices]), dataset.labels[indices]

@@ -1,0 +1,41 @@
+"""The pixel convention every part shares: uint16 patches, scaled by 1/65535 for the network.
+
+`prepare` stores patches as uint16 (0..PIXEL_MAX, 16-bit DICOM grey levels kept whole); training,
+evaluation and the served model divide by PIXEL_MAX as the published project did, then resize to
+the network's input side when a run trains at another size. Only numpy and Keras here, so the
+served model (which carries this package) needs nothing more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mammo.errors import DataError
+
+PIXEL_MAX = 65535  # the top of the uint16 range: stored values lie in 0..PIXEL_MAX; the network sees value / PIXEL_MAX
+
+
+def as_patch_batch(patches: np.ndarray) -> np.ndarray:
+    """(n, S, S) or (n, S, S, 1) → (n, S, S); anything else is a DataError naming the shape."""
+    array = np.asarray(patches)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3 or array.shape[1] != array.shape[2]:
+        raise DataError(f"expected patches shaped (n, S, S) or (n, S, S, 1), got {array.shape}.")
+    return array
+
+
+def scale_patches(patches: np.ndarray, *, image_size: int | None = None) -> np.ndarray:
+    """Raw uint16 (n, S, S) or (n, S, S, 1) → float32 (n, S', S', 1) in [0, 1], as training sees them.
+
+    The resize (only when `image_size` differs from S) is Keras' anti-aliased bilinear one, the op
+    the training pipeline applies (`tf.image.resize(..., antialias=True)` under the TF backend).
+    """
+    array = as_patch_batch(patches)
+    images = array.astype(np.float32)[..., np.newaxis] / PIXEL_MAX  # (n, S, S, 1)
+    if image_size is not None and image_size != array.shape[1]:
+        import keras
+
+        resized = keras.ops.image.resize(images, (image_size, image_size), interpolation="bilinear", antialias=True)
+        images = np.asarray(keras.ops.convert_to_numpy(resized), dtype=np.float32)
+    return images

@@ -1,0 +1,119 @@
+"""Promotion: the candidate, its data, the gate and the aliases, put together (no MLflow calls here).
+
+Promotion is a statistical gate, not a leaderboard: the candidate (chosen on validation, never on
+test: `candidates`) and the current champion are scored on the same test patches of the
+candidate's prepared dataset (`lineage`); the alias moves only when the candidate's gate metric is
+strictly better by at least `min_delta` and an exact McNemar test on the paired predictions does
+not call it significantly worse (`gate`). Everything from reading the champion to moving the
+aliases runs under the registry's promotion lock (`registry`), so concurrent promotions are
+serialised and each one is judged against the champion of its moment. Every decision is written on
+the model version (tags + the model card as description).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mammo import candidates, gate, lineage, registry, serving, tracking
+from mammo.data.store import load_prepared
+from mammo.errors import RegistryError
+from mammo.gate import GateDecision, check_gate_options, gate_decision
+from mammo.model_card import model_card
+
+RUN_TAG_PARAMS = ("variant", "data_digest", "data_source", "image_size")
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    model_name: str
+    alias: str
+    version: str
+    run_id: str
+    decision: GateDecision
+    previous_version: str | None  # the champion before the gate ran
+    data_path: Path
+    registered: bool = True  # False when the run already had a version (reused) or already is the champion
+
+
+def _candidate_tags(candidate: candidates.Candidate) -> dict[str, str]:
+    tags = {"run_id": candidate.run_id}
+    tags |= {name: candidate.params[name] for name in RUN_TAG_PARAMS if name in candidate.params}
+    tags |= {name: f"{candidate.metrics[name]:.6g}" for name in tracking.FINAL_METRICS if name in candidate.metrics}
+    return tags
+
+
+def _score(model_uri: str, patches, who: str):
+    try:
+        return serving.score_model(model_uri, patches)
+    except Exception as error:  # any failure to load or score means: no gate, so no promotion
+        raise RegistryError(f"cannot score the {who} ({model_uri}): {error}; nothing was promoted.") from error
+
+
+def promote(
+    *, model_name: str = tracking.MODEL_NAME, run_id: str | None = None, experiment: str | None = None,
+    select_metric: str = "val_auc", gate_metric: str = "test_accuracy", data: str | Path | None = None,
+    alias: str = tracking.ALIAS_CHAMPION, min_delta: float = 0.0, alpha: float = 0.05,
+    lock_wait_s: float = registry.LOCK_WAIT_S,
+) -> PromotionResult:  # fmt: skip
+    """Register (or reuse) the candidate's version, gate it against the `alias` version, move the aliases."""
+    check_gate_options(gate_metric=gate_metric, min_delta=min_delta, alpha=alpha)
+    registry.check_alias(alias)
+    candidates.ranking_metric(select_metric)
+    experiment_id = tracking.find_experiment_id(experiment) if run_id is None else ""
+    candidate = candidates.find_candidate(experiment_id=experiment_id, select_metric=select_metric, run_id=run_id)
+    run = tracking.get_run(candidate.run_id)
+    dataset = load_prepared(data) if data is not None else lineage.dataset_of_run(run)
+    _, patches, labels = lineage.held_out_patches(dataset)
+    candidate_probabilities = _score(candidate.model_uri, patches, "candidate")  # the slow part, outside the lock
+    with registry.promotion_lock(model_name, wait_s=lock_wait_s):
+        registry.finish_alias_moves(model_name, alias)
+        champion = registry.current_version(model_name, alias)
+        if champion is not None and champion.run_id == candidate.run_id:
+            reason = f"run {candidate.run_id} is already the {alias} (version {champion.version}); nothing registered"
+            return PromotionResult(
+                model_name, alias, str(champion.version), candidate.run_id,
+                GateDecision(False, reason, gate_metric, float("nan")), str(champion.version), dataset.path,
+                registered=False,
+            )  # fmt: skip
+        version, created = registry.register(
+            model_name, candidate.model_uri, run_id=candidate.run_id, tags=_candidate_tags(candidate)
+        )
+        champion_probabilities = None
+        if champion is not None:
+            champion_probabilities = _score(f"models:/{model_name}/{champion.version}", patches, "champion")
+        decision = gate_decision(
+            labels=labels, candidate_probabilities=candidate_probabilities,
+            champion_probabilities=champion_probabilities, gate_metric=gate_metric, min_delta=min_delta, alpha=alpha,
+        )  # fmt: skip
+        context = {"gate_data_digest": dataset.digest, "gate_test_patches": str(len(labels))}
+        if champion is not None:
+            context["gate_champion_version"] = str(champion.version)
+        card = model_card(
+            model_name=model_name, version=str(version.version), alias=alias, run_id=candidate.run_id,
+            experiment_id=run.info.experiment_id, params=candidate.params, metrics=candidate.metrics,
+            data=dataset.info, decision_status=decision.status, decision_reason=decision.reason,
+            p_value=decision.p_value, against=f"version {champion.version}" if champion is not None else None,
+        )  # fmt: skip
+        registry.set_version_tags(model_name, str(version.version), {**decision.tags(), **context}, description=card)
+        if decision.promoted:
+            registry.move_alias(model_name, alias, str(version.version), str(champion.version) if champion else None)
+    return PromotionResult(
+        model_name, alias, str(version.version), candidate.run_id, decision,
+        str(champion.version) if champion is not None else None, dataset.path, registered=created,
+    )  # fmt: skip
+
+
+def log_decision(result: PromotionResult, *, experiment: str | None, min_delta: float, alpha: float) -> None:
+    """A `promote` run records the decision next to the training runs (and fills the run `mlflow run` opened)."""
+    decision = result.decision
+    tags = {tracking.ENTRY_TAG: "promote", gate.STATUS_TAG: decision.status}
+    with tracking.start_run(run_name=f"promote-v{result.version}", experiment=experiment, tags=tags):
+        tracking.log_params({
+            "model_name": result.model_name, "alias": result.alias, "candidate_run_id": result.run_id,
+            "version": result.version, "registered": result.registered, "gate_metric": decision.gate_metric,
+            "min_delta": min_delta, "alpha": alpha, "prepared_dir": str(result.data_path),
+        })  # fmt: skip
+        scores = {"gate_candidate_score": decision.candidate_score, "gate_champion_score": decision.champion_score,
+                  "mcnemar_p": decision.p_value}  # fmt: skip
+        tracking.log_metrics({name: value for name, value in scores.items() if value is not None and value == value})

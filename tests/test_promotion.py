@@ -1,0 +1,159 @@
+"""Promotion a team can trust, on a real SQLite registry: the kept checkpoint ranks, versions are reused,
+aliases are checked and move safely, and concurrent promotions (two real processes) are serialised.
+
+The models are the hand-set threshold nets of tests/test_registry.py, so every gate decision is known.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mammo import promotion, registry, serving, tracking
+from mammo.errors import ConfigError, RegistryError
+from tests.conftest import REPO_ROOT
+from tests.test_registry import _aliases, _version, log_training_run, make_dataset, threshold_model
+
+MODEL = tracking.MODEL_NAME
+
+
+def log_curve_run(dataset, threshold: float, *, val_auc: list[float], best_epoch: int) -> str:
+    """A run as training logs it: one val_auc point per epoch, the kept epoch's value as kept_val_auc."""
+    with tracking.start_run(run_name=f"curve-{threshold}") as run:
+        tracking.log_params({"variant": "model5", "data_digest": dataset.digest, "data_source": dataset.source})
+        for epoch, value in enumerate(val_auc, start=1):
+            tracking.log_metrics({"val_auc": value}, step=epoch)
+        tracking.log_metrics({"kept_val_auc": val_auc[best_epoch - 1], "best_epoch": best_epoch})
+        tracking.log_prepared_input(dataset)
+        serving.log_model(threshold_model(threshold), image_size=32, input_example=np.asarray(dataset.patches[:2]))
+        return run.info.run_id
+
+
+def _registered_models() -> list[str]:
+    return sorted(model.name for model in MlflowClient().search_registered_models())
+
+
+def test_promote_ranks_on_the_kept_checkpoint_not_the_last_epoch(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    # kept epoch 1 (0.95) but fell to 0.60 by the last epoch; the other rose to 0.85 and kept it.
+    early = log_curve_run(dataset, 0.65, val_auc=[0.95, 0.60], best_epoch=1)
+    late = log_curve_run(dataset, 0.3, val_auc=[0.70, 0.85], best_epoch=2)
+    by_last_epoch = mlflow.search_runs(order_by=["metrics.val_auc DESC"], output_format="list")
+    assert by_last_epoch[0].info.run_id == late  # what promote used to rank on
+    assert promotion.promote().run_id == early
+    for run_id in (early, late):
+        assert [m.step for m in MlflowClient().get_metric_history(run_id, "val_auc")] == [1, 2]  # one point per epoch
+    with pytest.raises(ConfigError, match="--select-metric must be one of"):
+        promotion.promote(select_metric="auc")
+
+
+def test_bad_aliases_are_refused_before_anything_is_registered_and_a_registered_run_is_reused(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    good = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
+    for alias, message in [("latest", "reserved"), ("v3", "reserved"), ("challenger", "manages itself"),
+                           ("previous-x", "manages itself"), ("bad alias!", "Invalid alias")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            promotion.promote(alias=alias)
+    assert _registered_models() == []  # nothing registered by a refused promotion
+
+    assert promotion.promote(run_id=good).decision.promoted
+    worse = log_training_run(dataset, threshold_model(0.65), val_auc=0.7)
+    first = promotion.promote(run_id=worse)
+    again = promotion.promote(run_id=worse)
+    assert (first.version, first.registered) == ("2", True) and not first.decision.promoted
+    assert (again.version, again.registered) == ("2", False) and not again.decision.promoted  # reused, re-gated
+    assert len(MlflowClient().search_model_versions(f"name = '{MODEL}'")) == 2
+    assert _aliases() == {"champion": "1", "challenger": "2"}
+    assert _registered_models() == [MODEL]  # the promotion lock was released each time
+
+
+def test_an_unreadable_registry_is_an_error_not_an_empty_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens on the discard port: connection refused
+    with pytest.raises(RegistryError, match=r"reading alias 'champion' of 'mammo-cnn' failed.*nothing was promoted"):
+        registry.current_version(MODEL, "champion")
+
+
+def test_a_failure_between_the_alias_moves_is_finished_by_the_next_promotion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    fair = log_training_run(dataset, threshold_model(0.65), val_auc=0.7)
+    good = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
+    promotion.promote(run_id=fair)
+    real_set_alias = MlflowClient.set_registered_model_alias
+
+    def failing_previous(self, name, alias, version):  # the registry refuses the second move, as a network drop would
+        if alias == tracking.ALIAS_PREVIOUS:
+            raise MlflowException("connection reset", error_code="INTERNAL_ERROR")
+        return real_set_alias(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", failing_previous)
+    with pytest.raises(RegistryError, match="next `promote` finishes the move"):
+        promotion.promote(run_id=good)
+    assert _aliases() == {"champion": "2", "challenger": "2"}  # champion moved first, never the other way round
+    assert _version("2").tags[registry.PENDING_PREVIOUS_TAG] == "1"
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real_set_alias)
+    result = promotion.promote(run_id=good)
+    assert not result.registered and "already the champion" in result.decision.reason
+    assert _aliases() == {"champion": "2", "challenger": "2", "previous-champion": "1"}
+    assert registry.PENDING_PREVIOUS_TAG not in _version("2").tags
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_makes_promote_wait_then_say_so(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    run_id = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
+    client, lock = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    client.create_registered_model(lock, tags={"holder": "elsewhere:1:dead", "since": f"{time.time():.3f}"})
+    with pytest.raises(RegistryError, match="another promotion of 'mammo-cnn' holds the lock"):
+        promotion.promote(run_id=run_id, lock_wait_s=1.5)
+    assert _registered_models() == [lock]  # waited, gave up, registered nothing, left the live lock alone
+    client.set_registered_model_tag(lock, "since", f"{time.time() - registry.LOCK_STALE_S - 60:.3f}")
+    assert promotion.promote(run_id=run_id, lock_wait_s=30).decision.promoted  # the dead holder's lock taken over
+    assert _registered_models() == [MODEL]
+
+
+def test_two_promote_processes_at_once_end_with_one_champion_and_a_consistent_history(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    fair = log_training_run(dataset, threshold_model(0.65), val_auc=0.7)  # 20/24 on test
+    good = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)  # 24/24
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO_ROOT)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.promote", "--run-id", run_id],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for run_id in (fair, good)
+    ]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    versions = {v.run_id: v for v in MlflowClient().search_model_versions(f"name = '{MODEL}'")}
+    number = {run_id: str(version.version) for run_id, version in versions.items()}
+    assert set(versions) == {fair, good}  # one version each, nothing registered twice
+    aliases = _aliases()
+    assert aliases["champion"] == number[good]  # whichever ran first, the better model ends as champion
+    good_tags, fair_tags = versions[good].tags, versions[fair].tags
+    if "gate_champion_version" in good_tags:  # fair went first, then good beat it
+        assert good_tags["gate_champion_version"] == number[fair] == aliases["previous-champion"]
+        assert fair_tags["validation_status"] == good_tags["validation_status"] == "promoted"
+    else:  # good went first, then fair was judged against it and rejected
+        assert fair_tags["gate_champion_version"] == number[good] and "previous-champion" not in aliases
+        assert fair_tags["validation_status"] == "rejected"
+    assert _registered_models() == [MODEL]
