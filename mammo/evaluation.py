@@ -12,12 +12,15 @@ only for a calcification scored exactly 0.5.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, norm
-from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score
+from scipy.stats import binomtest, norm, rankdata
+from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
 THRESHOLD = 0.5
+WRONG_MARGIN, WORST_MARGIN = 0.5, 0.8  # the published analysis: wrong |label − p| > 0.5, worst > 0.8
 LOSS_EPSILON = 1e-7  # Keras's backend epsilon: log loss stays finite for p ∈ {0, 1}
 
 
@@ -78,8 +81,32 @@ def accuracy_interval(correct: int, total: int, *, confidence: float = 0.95) -> 
     return wilson_interval(correct / total if total else 0.0, total, confidence=confidence)
 
 
+def auc_interval(labels: object, probabilities: object, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(AUC, low, high): DeLong's variance (DeLong et al. 1988, in Sun & Xu's 2014 midrank form).
+
+    DeLong because it is the field's standard for one AUC (pROC's default) and needs no resampling.
+    The interval is AUC ± z·SE clipped to [0, 1]; with a perfect separation the variance is 0 and so
+    is the width (the method's known optimism at the edge). NaN where a class is missing, and the
+    interval is NaN where a class has a single patch (its variance is undefined).
+    """
+    label_array, probability_array = check_predictions(labels, probabilities)
+    positives, negatives = probability_array[label_array == 1], probability_array[label_array == 0]
+    m, n = len(positives), len(negatives)
+    if m == 0 or n == 0:
+        return float("nan"), float("nan"), float("nan")
+    pooled = rankdata(np.concatenate([positives, negatives]))  # midranks
+    auc = (pooled[:m].sum() - m * (m + 1) / 2) / (m * n)
+    if m < 2 or n < 2:
+        return float(auc), float("nan"), float("nan")
+    positive_placements = (pooled[:m] - rankdata(positives)) / n  # share of negatives each positive beats
+    negative_placements = 1 - (pooled[m:] - rankdata(negatives)) / m
+    variance = positive_placements.var(ddof=1) / m + negative_placements.var(ddof=1) / n
+    half_width = norm.ppf(1 - (1 - confidence) / 2) * np.sqrt(variance)
+    return float(auc), float(max(0.0, auc - half_width)), float(min(1.0, auc + half_width))
+
+
 def wrong_and_worst(
-    labels: object, probabilities: object, *, wrong_margin: float = 0.5, worst_margin: float = 0.8
+    labels: object, probabilities: object, *, wrong_margin: float = WRONG_MARGIN, worst_margin: float = WORST_MARGIN
 ) -> tuple[int, int]:
     """Counts of |label − p| > wrong_margin and > worst_margin, as the published analysis did."""
     label_array, probability_array = check_predictions(labels, probabilities)
@@ -92,6 +119,59 @@ def worst_order(labels: object, probabilities: object, *, count: int | None = No
     label_array, probability_array = check_predictions(labels, probabilities)
     order = np.argsort(-np.abs(label_array - probability_array), kind="stable")
     return order if count is None else order[:count]
+
+
+@dataclass(frozen=True)
+class ErrorSelection:
+    """The patches a "worst" panel shows, and the counts its title must state."""
+
+    positions: np.ndarray  # into the evaluated arrays, largest |label − p| first; only wrong patches
+    labels: np.ndarray  # of the shown patches
+    probabilities: np.ndarray  # of the shown patches
+    worst: np.ndarray  # bool per shown patch: |label − p| > worst margin (False: wrong but not worst)
+    wrong_count: int  # of all evaluated patches
+    worst_count: int
+    total: int
+
+    @property
+    def shown_worst(self) -> int:
+        return int(self.worst.sum())
+
+
+def select_errors(labels: object, probabilities: object, *, count: int) -> ErrorSelection:
+    """Up to `count` wrong patches, worst first; only when fewer than `count` are worst, the next wrong ones.
+
+    A patch scored on the right side of 0.5 is never shown, however close it came: the panel and its
+    title follow the published definitions (wrong > 0.5, worst > 0.8), not a top-k of errors.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1 patch, got {count}")
+    label_array, probability_array = check_predictions(labels, probabilities)
+    error = np.abs(label_array - probability_array)
+    order = worst_order(label_array, probability_array)
+    shown = order[error[order] > WRONG_MARGIN][:count]
+    wrong, worst = wrong_and_worst(label_array, probability_array)
+    return ErrorSelection(
+        positions=shown, labels=label_array[shown], probabilities=probability_array[shown],
+        worst=error[shown] > WORST_MARGIN, wrong_count=wrong, worst_count=worst, total=len(label_array),
+    )  # fmt: skip
+
+
+def correct_sample(labels: object, probabilities: object, *, per_class: int, seed: int = 0) -> np.ndarray:
+    """Positions of up to `per_class` correctly classified patches of each class, mass first.
+
+    Drawn at random with a fixed seed rather than the most confident ones, so the panel shows what
+    a typical correct decision looks at; the same predictions always give the same patches.
+    """
+    label_array, probability_array = check_predictions(labels, probabilities)
+    correct = predict_labels(probability_array) == label_array
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in (0, 1):
+        candidates = np.flatnonzero(correct & (label_array == label))
+        picked = rng.choice(candidates, size=min(per_class, len(candidates)), replace=False)
+        chosen.append(np.sort(picked))
+    return np.concatenate(chosen).astype(np.int64)
 
 
 def calibration_bins(labels: object, probabilities: object, *, bins: int = 10) -> pd.DataFrame:
@@ -213,8 +293,72 @@ def predictions_table(manifest_rows: pd.DataFrame, probabilities: object) -> pd.
             "probability": probability_array,
             "error": error,
             "predicted": predict_labels(probability_array),
-            "wrong": error > 0.5,
-            "worst": error > 0.8,
+            "wrong": error > WRONG_MARGIN,
+            "worst": error > WORST_MARGIN,
         }
     )
     return table.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+THRESHOLD_METHODS = ("fixed", "youden", "sensitivity")
+
+
+def choose_threshold(
+    labels: object, probabilities: object, *, method: str = "fixed", target: float | None = None
+) -> float:
+    """The decision threshold t (calcification when p > t), chosen on validation predictions.
+
+    fixed: 0.5, Keras's rule. youden: the ROC point maximising Youden's J = sensitivity + specificity
+    − 1 (sklearn's `roc_curve`). sensitivity: the highest threshold whose calcification sensitivity
+    reaches `target` (highest, so specificity is given up no more than needed). roc_curve's thresholds
+    are inclusive (p ≥ s); the returned t lies midway to the next lower score, so `p > t` makes the
+    same calls on these data and sits in the gap between scores rather than on one.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
+    if (target is not None) != (method == "sensitivity"):
+        raise ValueError(
+            f"target (a calcification sensitivity in (0, 1]) goes with method='sensitivity' only; got {method=!r}, "
+            f"{target=!r}"
+        )
+    if method == "fixed":
+        return THRESHOLD
+    label_array, probability_array = check_predictions(labels, probabilities)
+    if len(np.unique(label_array)) < 2:
+        raise ValueError(f"method={method!r} needs both classes among the validation labels; use method='fixed'.")
+    false_positive, true_positive, thresholds = roc_curve(label_array, probability_array, drop_intermediate=False)
+    if method == "youden":
+        index = int(np.argmax(true_positive - false_positive))
+    else:
+        if not 0 < target <= 1:  # type: ignore[operator]
+            raise ValueError(f"target must be a sensitivity in (0, 1], got {target}")
+        index = int(np.argmax(true_positive >= target))
+    return _strict_threshold(probability_array, float(thresholds[index]))
+
+
+def _strict_threshold(scores: np.ndarray, inclusive: float) -> float:
+    """A t with (p > t) ⇔ (p ≥ inclusive) on `scores`: midway to the next lower score."""
+    if not np.isfinite(inclusive):  # roc_curve's first point: nothing called calcification
+        return 1.0
+    below = scores[scores < inclusive]
+    if below.size == 0:
+        return float(np.nextafter(inclusive, -np.inf))
+    return float((inclusive + below.max()) / 2)
+
+
+def operating_point(labels: object, probabilities: object, threshold: float = THRESHOLD) -> dict[str, float]:
+    """Sensitivity (calcification recall) and specificity (mass recall) at `threshold`, with Wilson 95 % CIs.
+
+    NaN for a class that is absent. Named without a prefix; the caller adds `test_`/`val_`.
+    """
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    label_array, probability_array = check_predictions(labels, probabilities)
+    predicted = predict_labels(probability_array, threshold=threshold)
+    values = {"threshold": float(threshold)}
+    for name, label in (("sensitivity", 1), ("specificity", 0)):
+        rows = label_array == label
+        correct, total = int((predicted[rows] == label).sum()), int(rows.sum())
+        low, high = accuracy_interval(correct, total) if total else (float("nan"), float("nan"))
+        values |= {name: correct / total if total else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return values

@@ -163,3 +163,116 @@ def test_predictions_table_sorted_by_index_with_errors() -> None:
 def test_worst_order_is_by_error_with_stable_ties() -> None:
     order = evaluation.worst_order([0, 1, 0, 1], [0.9, 0.1, 0.2, 0.9], count=3)
     assert order.tolist() == [0, 1, 2]  # errors .9 .9 .2 .1
+
+
+# errors .1 .7 .95 .2 .6 .98 .3 .4: wrong (> 0.5) at 1, 2, 4, 5; worst (> 0.8) at 2, 5
+PANEL_LABELS = [0, 0, 0, 1, 1, 1, 0, 1]
+PANEL_PROBABILITIES = [0.1, 0.7, 0.95, 0.8, 0.4, 0.02, 0.3, 0.6]
+
+
+def test_select_errors_shows_worst_first_then_wrong_and_never_a_correct_patch() -> None:
+    selection = evaluation.select_errors(PANEL_LABELS, PANEL_PROBABILITIES, count=12)
+    assert selection.positions.tolist() == [5, 2, 1, 4]  # 12 asked, only 4 are wrong
+    assert selection.worst.tolist() == [True, True, False, False]
+    assert selection.labels.tolist() == [1, 0, 0, 1]
+    assert selection.probabilities.tolist() == [0.02, 0.95, 0.7, 0.4]
+    assert (selection.wrong_count, selection.worst_count, selection.total) == (4, 2, 8)
+    first = evaluation.select_errors(PANEL_LABELS, PANEL_PROBABILITIES, count=1)
+    assert first.positions.tolist() == [5] and (first.shown_worst, first.worst_count) == (1, 2)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        evaluation.select_errors(PANEL_LABELS, PANEL_PROBABILITIES, count=0)
+
+
+def test_correct_sample_draws_only_correct_patches_per_class_repeatably() -> None:
+    labels = np.array([0] * 10 + [1] * 10)
+    probabilities = np.where(labels == 1, 0.9, 0.1)
+    probabilities[[0, 1, 12]] = [0.8, 0.6, 0.3]  # two masses and a calcification called wrong
+    chosen = evaluation.correct_sample(labels, probabilities, per_class=3)
+    assert len(chosen) == 6 and labels[chosen].tolist() == [0, 0, 0, 1, 1, 1]
+    assert not set(chosen.tolist()) & {0, 1, 12}
+    np.testing.assert_array_equal(evaluation.correct_sample(labels, probabilities, per_class=3), chosen)
+    assert set(evaluation.correct_sample(labels, probabilities, per_class=50).tolist()) == set(range(20)) - {0, 1, 12}
+
+
+def _brute_force_delong(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """AUC and DeLong's variance from the definition: ψ(x, y) = 1, ½, 0 over every (positive, negative) pair."""
+    positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
+    psi = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return float(psi.mean()), float(v10.var(ddof=1) / len(positives) + v01.var(ddof=1) / len(negatives))
+
+
+def test_auc_interval_is_delong_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 80)
+    probabilities = np.round(np.clip(0.3 * labels + rng.normal(0.35, 0.2, 80), 0, 1), 1)  # rounded: many ties
+    auc, low, high = evaluation.auc_interval(labels, probabilities)
+    expected_auc, variance = _brute_force_delong(labels, probabilities)
+    assert auc == pytest.approx(expected_auc) == pytest.approx(roc_auc_score(labels, probabilities))
+    assert (low, high) == pytest.approx((auc - 1.959964 * math.sqrt(variance), auc + 1.959964 * math.sqrt(variance)))
+
+
+def test_auc_interval_is_undefined_without_both_classes() -> None:
+    assert all(math.isnan(value) for value in evaluation.auc_interval([1, 1, 1], [0.2, 0.5, 0.9]))
+    auc, low, high = evaluation.auc_interval([0, 0, 1], [0.2, 0.5, 0.9])  # one calcification: no variance
+    assert auc == 1.0 and math.isnan(low) and math.isnan(high)
+
+
+# masses 0.1 0.2 0.6; calcifications 0.4 0.5 0.7 0.9
+THRESHOLD_LABELS = [0, 0, 0, 1, 1, 1, 1]
+THRESHOLD_PROBABILITIES = [0.1, 0.2, 0.6, 0.4, 0.5, 0.7, 0.9]
+
+
+def test_fixed_threshold_is_keras_half_and_takes_no_target() -> None:
+    assert evaluation.choose_threshold(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES) == 0.5
+    with pytest.raises(ValueError, match="method='sensitivity' only"):
+        evaluation.choose_threshold(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, target=0.9)
+    with pytest.raises(ValueError, match="method must be one of"):
+        evaluation.choose_threshold(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, method="f1")
+
+
+def test_youden_threshold_maximises_j_and_sits_between_scores() -> None:
+    threshold = evaluation.choose_threshold(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, method="youden")
+    assert threshold == pytest.approx(0.3)  # all 4 calcifications, 2 of 3 masses: J = 2/3, the best cut
+    point = evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, threshold)
+    assert (point["sensitivity"], point["specificity"]) == pytest.approx((1.0, 2 / 3))
+    cuts = np.array([0.0, 0.15, 0.3, 0.45, 0.55, 0.65, 0.8, 1.0])  # every distinct way to split these scores
+    best_j = max(
+        evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, cut)["sensitivity"]
+        + evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, cut)["specificity"]
+        - 1
+        for cut in cuts
+    )
+    assert point["sensitivity"] + point["specificity"] - 1 == pytest.approx(best_j)
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.5, 0.65), (0.75, 0.45), (1.0, 0.3)])
+def test_sensitivity_threshold_is_the_highest_reaching_the_target(target: float, expected: float) -> None:
+    threshold = evaluation.choose_threshold(
+        THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, method="sensitivity", target=target
+    )
+    assert threshold == pytest.approx(expected)
+    assert evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, threshold)["sensitivity"] >= target
+    scores = np.array(THRESHOLD_PROBABILITIES)
+    next_cut = scores[scores > threshold].min()  # a threshold one score higher drops that patch
+    assert evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, next_cut)["sensitivity"] < target
+
+
+def test_threshold_choice_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        evaluation.choose_threshold([1, 1], [0.2, 0.7], method="youden")
+    with pytest.raises(ValueError, match=r"target must be a sensitivity in \(0, 1\]"):
+        evaluation.choose_threshold(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, method="sensitivity", target=1.5)
+
+
+def test_operating_point_has_wilson_intervals_and_nan_for_an_absent_class() -> None:
+    point = evaluation.operating_point(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, 0.5)
+    assert point["threshold"] == 0.5
+    assert point["sensitivity"] == pytest.approx(2 / 4)  # 0.5 is not > 0.5: Keras's rule
+    assert point["specificity"] == pytest.approx(2 / 3)
+    assert (point["sensitivity_ci_low"], point["sensitivity_ci_high"]) == evaluation.accuracy_interval(2, 4)
+    assert (point["specificity_ci_low"], point["specificity_ci_high"]) == evaluation.accuracy_interval(2, 3)
+    only_calc = evaluation.operating_point([1, 1], [0.7, 0.2])
+    assert only_calc["sensitivity"] == 0.5 and math.isnan(only_calc["specificity"])
+    with pytest.raises(ValueError, match="threshold must be within"):
+        evaluation.operating_point([1], [0.5], 1.5)
