@@ -14,7 +14,8 @@ def _manifest(count: int) -> pd.DataFrame:
     return pd.DataFrame({
         "patient_id": [f"P_{i // 2:05d}" for i in range(count)], "case_id": "c", "side": "LEFT", "view": "CC",
         "abnormality_id": 1, "label": [i % 2 for i in range(count)], "abnormality_type": "mass",
-        "pathology": "BENIGN", "split": ["test" if i >= count - 2 else "train" for i in range(count)], "source_file": "f",
+        "pathology": "BENIGN", "breast_density": 2, "subtlety": 3,
+        "split": ["test" if i >= count - 2 else "train" for i in range(count)], "source_file": "f",
     })  # fmt: skip
 
 

@@ -45,6 +45,7 @@ def write_tiny_dataset(out: Path, *, train: int = 36, test: int = 12, size: int 
         "patient_id": [f"P{i:03d}" for i in range(count)], "case_id": [f"C{i}" for i in range(count)],
         "side": "LEFT", "view": "CC", "abnormality_id": 1, "label": labels,
         "abnormality_type": np.where(labels == 0, "mass", "calcification"), "pathology": "BENIGN",
+        "breast_density": 2, "subtlety": 3,
         "split": ["train"] * train + ["test"] * test, "source_file": "tiny", "index": 0,
     })  # fmt: skip
     patches = np.clip(patches, 0, 65535).astype(np.uint16)

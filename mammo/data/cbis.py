@@ -55,6 +55,8 @@ CASE_COLUMNS = [
     "roi_study_uid", "roi_series_uid", "csv_file", "csv_row",
 ]  # fmt: skip
 MANIFEST_COLUMNS = [column for column in STORE_COLUMNS if column != "index"]  # write_prepared numbers `index`
+# Density and subtlety are nullable: a CSV cell may be empty, and the manifest keeps it empty, not 0.
+MANIFEST_TYPES = {"abnormality_id": "int64", "label": "int64", "breast_density": "Int64", "subtlety": "Int64"}
 SKIP_HINT = "or use --on-error skip to skip and count such rows"
 FIXES = {
     "missing_file": f"Download (or re-download) that series from TCIA into the data folder, {SKIP_HINT}.",
@@ -384,6 +386,6 @@ def ingest_cbis(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         _read_full.cache_clear()  # do not keep two full mammograms alive after ingest
-    manifest = pd.DataFrame(used, columns=MANIFEST_COLUMNS).astype({"abnormality_id": "int64", "label": "int64"})
+    manifest = pd.DataFrame(used, columns=MANIFEST_COLUMNS).astype(MANIFEST_TYPES)
     stacked = np.stack(patches) if patches else np.zeros((0, image_size, image_size), np.uint16)
     return IngestResult(patches=stacked, manifest=manifest, skipped=skipped, index=index)

@@ -35,6 +35,8 @@ MANIFEST_COLUMNS = [
     "label",
     "abnormality_type",
     "pathology",
+    "breast_density",  # BI-RADS 1–4 from the CBIS-DDSM CSVs; empty where the source has none (tensors)
+    "subtlety",  # 1–5, the radiologist's rating of how hard the lesion is to see; empty where unknown
     "split",
     "source_file",
 ]

@@ -99,6 +99,7 @@ def read_tensors(
                 "case_id": f"{split}-{position:05d}",
                 "side": "", "view": "", "abnormality_id": 1,
                 "label": label, "abnormality_type": kind, "pathology": pathology,
+                "breast_density": None, "subtlety": None,  # not in the tensors: empty in the manifest
                 "split": split, "source_file": f"{tensor_name}[{position}]",
             })  # fmt: skip
     stacked = np.stack(patches) if patches else np.zeros((0, image_size, image_size), np.uint16)
