@@ -15,8 +15,12 @@ Module map (one line each):
     variants     Model 0–5 as a table of hyperparameters + one Functional builder
     pipeline     tf.data input, scaling, standardisation statistics, augmentation, precision policy
     training     fit with callbacks and the best checkpoint
-    evaluation   metrics, confidence intervals, McNemar, wrong/worst, calibration
+    evaluation   metrics, confidence intervals (Wilson, DeLong), McNemar, wrong/worst, calibration, threshold
+    subgroups    accuracy and AUC per pathology, view, breast density and subtlety
+    saliency     Grad-CAM maps from the last conv layer (tf.GradientTape)
+    published    the published project's Model 0–5 figures and when ours compare with them
     plots        matplotlib figures, computed then rendered
+    reports      what a run logs about a model: test report, Grad-CAM, subgroups, the comparison table
     tracking     every MLflow name and call
     search       Optuna space, storage, sampler, pruner, study loading (Optuna only)
     study        the search run: each trial a nested MLflow run, the best trial's model

@@ -8,16 +8,19 @@ the numbers back from the axes rather than comparing pixels.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mammo import evaluation
+from mammo import evaluation, published, subgroups
 
 CLASS_NAMES = ("mass", "calcification")
 TRAIN_COLOR, VALIDATION_COLOR, BEST_COLOR = "tab:blue", "tab:orange", "tab:green"
+WORST_COLOR, WRONG_COLOR, PUBLISHED_COLOR = "tab:red", "tab:orange", "tab:red"
 # (panel title, train key, validation key) of the training history; absent keys are skipped.
 CURVE_PANELS = (("loss", "loss", "val_loss"), ("accuracy", "accuracy", "val_accuracy"), ("AUC", "auc", "val_auc"))
 
@@ -25,24 +28,25 @@ CURVE_PANELS = (("loss", "loss", "val_loss"), ("accuracy", "accuracy", "val_accu
 def plot_curves(history: dict[str, list[float]], *, best_epoch: int) -> Figure:
     """Train vs validation loss, accuracy (and AUC when logged), the kept checkpoint marked.
 
-    x is the 0-based epoch index, the same numbering as Keras's `on_epoch_end(epoch)` and the
-    `step` of the per-epoch MLflow metrics, so `best_epoch` must use it too.
+    Epochs are numbered from 1, as the `step` of the per-epoch MLflow metrics and the `best_epoch`
+    metric are, so the plot, the metric charts and the best_epoch column all name the same epoch.
     """
     panels = [panel for panel in CURVE_PANELS if panel[1] in history or panel[2] in history]
     if not panels:
         raise ValueError(f"history has none of the keys loss/val_loss/accuracy/val_accuracy/val_auc: {sorted(history)}")
     epochs = max(len(history[key]) for _, train, val in panels for key in (train, val) if key in history)
-    if not 0 <= best_epoch < epochs:
-        raise ValueError(f"best_epoch={best_epoch} is outside the {epochs} epochs of history (0-based index)")
+    if not 1 <= best_epoch <= epochs:
+        raise ValueError(f"best_epoch={best_epoch} is outside the {epochs} epochs of history (1-based, as the metric)")
     figure = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
     for axes, (title, train_key, val_key) in zip(
         figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
     ):
         for key, name, color in ((train_key, "train", TRAIN_COLOR), (val_key, "validation", VALIDATION_COLOR)):
             if key in history:
-                axes.plot(np.arange(len(history[key])), history[key], label=name, color=color)
+                axes.plot(np.arange(1, len(history[key]) + 1), history[key], label=name, color=color)
         axes.axvline(best_epoch, color=BEST_COLOR, linestyle="--", label=f"best epoch {best_epoch}")
         axes.set(title=title, xlabel="epoch", ylabel=title)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.legend(fontsize="small")
     return figure
 
@@ -104,6 +108,12 @@ def plot_calibration(bins: pd.DataFrame) -> Figure:
     return figure
 
 
+def _suptitle(figure: Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (about 11 characters per inch at this size)."""
+    width = max(30, int(figure.get_figwidth() * 11))
+    figure.suptitle("\n".join(textwrap.fill(line, width) for line in text.splitlines()), fontsize=9)
+
+
 def _image_grid(count: int, *, columns: int, panel_size: float = 1.9) -> tuple[Figure, list]:
     rows = max(1, math.ceil(count / columns))
     figure = Figure(figsize=(panel_size * columns, panel_size * rows + 0.4), layout="constrained")
@@ -113,18 +123,47 @@ def _image_grid(count: int, *, columns: int, panel_size: float = 1.9) -> tuple[F
     return figure, list(grid.flat)
 
 
-def plot_worst(patches: np.ndarray, labels: object, probabilities: object, *, count: int = 12) -> Figure:
-    """The `count` patches with the largest |label − p|, worst first; title: true label and p."""
-    label_array, probability_array = evaluation.check_predictions(labels, probabilities)
-    if len(patches) != len(label_array):
-        raise ValueError(f"patches has {len(patches)} images but labels has {len(label_array)}")
-    order = evaluation.worst_order(label_array, probability_array, count=count)
-    figure, grid = _image_grid(len(order), columns=min(max(len(order), 1), 6))
-    for axes, position in zip(grid, order, strict=False):
-        axes.imshow(np.asarray(patches[position]), cmap="gray")
-        axes.set_title(f"{CLASS_NAMES[label_array[position]]}\np={probability_array[position]:.2f}", fontsize=9)
-    figure.suptitle(f"worst {len(order)} of {len(label_array)} (largest |label − p| first)")
+def plot_worst(patches: np.ndarray, selection: evaluation.ErrorSelection) -> Figure:
+    """The patches `evaluation.select_errors` chose, worst first; the title states the published counts.
+
+    `patches` are the chosen ones, in `selection.positions` order. Worst tiles (|label − p| > 0.8)
+    are framed red; when fewer than the tile count are worst, the next wrong ones follow, framed
+    orange and titled "wrong, not worst", so no tile claims more than the definitions say.
+    """
+    if len(patches) != len(selection.positions):
+        raise ValueError(f"patches has {len(patches)} images but the selection shows {len(selection.positions)}")
+    figure, grid = _image_grid(len(selection.positions), columns=min(max(len(selection.positions), 1), 6))
+    tiles = zip(patches, selection.labels, selection.probabilities, selection.worst, strict=True)
+    for axes, (patch, label, probability, worst) in zip(grid, tiles, strict=False):
+        axes.imshow(np.asarray(patch), cmap="gray")
+        kind = "worst" if worst else "wrong, not worst"
+        axes.set_title(f"{CLASS_NAMES[label]}\np={probability:.2f} ({kind})", fontsize=8)
+        _frame(axes, WORST_COLOR if worst else WRONG_COLOR)
+    if not len(selection.positions):
+        grid[0].text(0.5, 0.5, "no wrong patches", ha="center", va="center", transform=grid[0].transAxes)
+    _suptitle(figure, error_title(selection))
     return figure
+
+
+def error_title(selection: evaluation.ErrorSelection) -> str:
+    """E.g. "12 worst (|label − p| > 0.8); 53 wrong (|label − p| > 0.5) of 336 patches", true to what is shown."""
+    if not len(selection.positions):
+        return f"no wrong patches (|label − p| > 0.5) among {selection.total}"
+    shown_worst = selection.shown_worst
+    shown_wrong = len(selection.positions) - shown_worst
+    worst = f"{shown_worst}" if shown_worst == selection.worst_count else f"{shown_worst} of {selection.worst_count}"
+    title = f"{worst} worst (|label − p| > 0.8)"
+    if shown_wrong:
+        title += f" + {shown_wrong} wrong, not worst (0.5 < |label − p| ≤ 0.8)"
+    return f"{title}; {selection.wrong_count} wrong (|label − p| > 0.5) of {selection.total} patches"
+
+
+def _frame(axes, color: str) -> None:
+    """A coloured border on an image tile (axis('off') hides the spines, so turn them back on)."""
+    axes.axis("on")
+    axes.set(xticks=[], yticks=[])
+    for spine in axes.spines.values():
+        spine.set(color=color, linewidth=2.5)
 
 
 def plot_samples(patches: np.ndarray, labels: object, *, per_class: int = 4) -> Figure:
@@ -145,8 +184,50 @@ def plot_samples(patches: np.ndarray, labels: object, *, per_class: int = 4) -> 
     return figure
 
 
-def plot_comparison(table: pd.DataFrame) -> Figure:
-    """Test accuracy per variant with its 95 % Wilson interval as error bars (`reports.comparison_table`)."""
+def plot_gradcam(
+    images: np.ndarray, heatmaps: np.ndarray, *, labels: object, probabilities: object, patient_ids: object,
+    title: str, notes: object = None, columns: int = 6,
+) -> Figure:  # fmt: skip
+    """Each patch in grey with its Grad-CAM map (`saliency.gradcam`, [0, 1]) overlaid in 'jet'.
+
+    Tile title: true class, patient id, P(calcification) and an optional note (e.g. "wrong, not
+    worst"). Images and maps must share their (H, W): the maps are computed at the input size.
+    """
+    image_array = np.asarray(images, dtype=np.float32)
+    if image_array.ndim == 4 and image_array.shape[-1] == 1:
+        image_array = image_array[..., 0]  # (n, H, W)
+    maps = np.asarray(heatmaps, dtype=np.float32)
+    label_array = np.asarray(labels, dtype=np.int64).reshape(-1)
+    probability_array = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    patients = [str(patient) for patient in np.asarray(patient_ids, dtype=object).reshape(-1)]
+    tile_notes = [""] * len(maps) if notes is None else [str(note) for note in notes]
+    counts = {len(label_array), len(probability_array), len(patients), len(tile_notes), len(maps)}
+    if image_array.shape != maps.shape or len(counts) != 1:
+        raise ValueError(
+            f"images {image_array.shape}, heatmaps {maps.shape}, {len(label_array)} labels, {len(probability_array)} "
+            f"probabilities, {len(patients)} patient ids and {len(tile_notes)} notes must describe the same patches"
+        )
+    figure, grid = _image_grid(len(maps), columns=min(max(len(maps), 1), columns))
+    for axes, image, heatmap, label, probability, patient, note in zip(
+        grid, image_array, maps, label_array, probability_array, patients, tile_notes, strict=False
+    ):
+        axes.imshow(image, cmap="gray")
+        axes.imshow(heatmap, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
+        axes.set_title(
+            f"{CLASS_NAMES[label]} · {patient}\np={probability:.2f}" + (f"\n{note}" if note else ""), fontsize=8
+        )
+    if not len(maps):
+        grid[0].text(0.5, 0.5, "no patches to show", ha="center", va="center", transform=grid[0].transAxes)
+    _suptitle(figure, title)
+    return figure
+
+
+def plot_comparison(table: pd.DataFrame, *, data_source: str | None = None) -> Figure:
+    """Our test accuracy per variant with its 95 % Wilson interval, the published one beside it (×).
+
+    The published markers come from the table's `published_test_accuracy` column
+    (`reports.comparison_table`); the subtitle says whether `data_source` makes them comparable.
+    """
     missing = [column for column in ("variant", "test_accuracy", "ci_low", "ci_high") if column not in table.columns]
     if missing:
         raise ValueError(f"comparison table lacks columns {missing}; build it with reports.comparison_table")
@@ -155,10 +236,51 @@ def plot_comparison(table: pd.DataFrame) -> Figure:
     error = np.vstack(
         [accuracy - table["ci_low"].to_numpy(dtype=float), table["ci_high"].to_numpy(dtype=float) - accuracy]
     )
-    figure = Figure(figsize=(max(4.0, 1.1 * len(table) + 1.5), 3.8), layout="constrained")
+    figure = Figure(figsize=(max(5.0, 1.1 * len(table) + 1.5), 4.0), layout="constrained")
     axes = figure.subplots()
-    axes.errorbar(positions, accuracy, yerr=error, fmt="o", capsize=4, color=TRAIN_COLOR)
+    axes.errorbar(positions, accuracy, yerr=error, fmt="o", capsize=4, color=TRAIN_COLOR, label="ours (95 % Wilson)")
+    title = "test accuracy per variant"
+    if "published_test_accuracy" in table.columns:
+        published_accuracy = table["published_test_accuracy"].to_numpy(dtype=float)
+        known = np.isfinite(published_accuracy)
+        axes.scatter(
+            positions[known], published_accuracy[known], marker="x", s=60, color=PUBLISHED_COLOR, zorder=3,
+            label="published",
+        )  # fmt: skip
+        title += "\n" + published.comparability_subtitle(data_source)
+    elif data_source is not None:
+        title += "\n" + published.comparability_subtitle(data_source)
     axes.set_xticks(positions, table["variant"].astype(str))
-    axes.set(ylabel="test accuracy", title="test accuracy per variant (95 % Wilson interval)")
+    axes.set(ylabel="test accuracy")
+    axes.set_title(title, fontsize=9)
+    axes.legend(loc="lower right", fontsize="small")
     axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def plot_subgroups(table: pd.DataFrame) -> Figure:
+    """Accuracy and AUC with their 95 % intervals per subgroup (`subgroups.subgroup_metrics`), a forest plot.
+
+    One row per (attribute, group), labelled with its n; a missing AUC (one class only) leaves its
+    row empty in the AUC panel. Dotted lines: 0.5, chance for AUC and for a balanced accuracy.
+    """
+    missing = [column for column in subgroups.COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"subgroup table lacks columns {missing}; build it with subgroups.subgroup_metrics")
+    rows = np.arange(len(table))[::-1]  # first row on top
+    names = [f"{attribute.replace('_', ' ')}: {group} (n={n})" for attribute, group, n in zip(
+        table["attribute"], table["group"], table["n"], strict=True
+    )]  # fmt: skip
+    figure = Figure(figsize=(8.5, 0.32 * len(table) + 1.4), layout="constrained")
+    accuracy_axes, auc_axes = figure.subplots(1, 2, sharey=True)
+    for axes, metric in ((accuracy_axes, "accuracy"), (auc_axes, "auc")):
+        value = table[metric].to_numpy(dtype=float)
+        low = np.nan_to_num(value - table[f"{metric}_ci_low"].to_numpy(dtype=float))
+        high = np.nan_to_num(table[f"{metric}_ci_high"].to_numpy(dtype=float) - value)
+        axes.errorbar(value, rows, xerr=np.vstack([low, high]), fmt="o", capsize=3, color=TRAIN_COLOR)
+        axes.axvline(0.5, color="grey", linestyle=":")
+        axes.set(xlim=(0, 1.02), xlabel=f"{metric if metric == 'accuracy' else 'AUC'} (95 % CI)")
+        axes.grid(axis="x", alpha=0.3)
+    accuracy_axes.set_yticks(rows, names, fontsize=8)
+    figure.suptitle("test metrics per subgroup (accuracy: Wilson, AUC: DeLong)", fontsize=10)
     return figure

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo import evaluation, tracking
+from mammo import evaluation, published, subgroups, tracking
 from mammo import plots as plotting
 from mammo.data.store import PreparedDataset
 
@@ -90,20 +90,79 @@ def _log_report_artifacts(
     tracking.log_figure(
         plotting.plot_calibration(evaluation.calibration_bins(labels, probabilities)), name(tracking.PLOT_CALIBRATION)
     )
-    # Only the worst patches are read from the memory map, not the whole split.
-    order = evaluation.worst_order(labels, probabilities, count=WORST_COUNT)
-    worst_patches = np.asarray(dataset.patches[positions[order]])
-    tracking.log_figure(
-        plotting.plot_worst(worst_patches, labels[order], probabilities[order], count=WORST_COUNT),
-        name(tracking.PLOT_WORST),
-    )
+    # Only the shown patches are read from the memory map, not the whole split.
+    selection = evaluation.select_errors(labels, probabilities, count=WORST_COUNT)
+    worst_patches = np.asarray(dataset.patches[positions[selection.positions]])
+    tracking.log_figure(plotting.plot_worst(worst_patches, selection), name(tracking.PLOT_WORST))
     tracking.log_dataframe(evaluation.predictions_table(rows, probabilities), name(tracking.PREDICTIONS_FILE))
+    table = subgroups.subgroup_metrics(rows, labels, probabilities)
+    tracking.log_dataframe(table, name(tracking.SUBGROUPS_FILE))
+    tracking.log_figure(plotting.plot_subgroups(table), name(tracking.PLOT_SUBGROUPS))
+
+
+def log_saliency(
+    *, model: Any, dataset: PreparedDataset, indices: np.ndarray, probabilities: np.ndarray,
+    image_size: int | None = None, prefix: str = DEFAULT_PREFIX, suffix: str = "",
+) -> None:  # fmt: skip
+    """Log `saliency_figures` as plots/gradcam_worst.png and plots/gradcam_correct.png (renamed by prefix/suffix)."""
+    figures = saliency_figures(
+        model=model, dataset=dataset, indices=indices, probabilities=probabilities, image_size=image_size
+    )
+    for artifact, figure in figures.items():
+        tracking.log_figure(figure, artifact_name(artifact, prefix=prefix, suffix=suffix))
+
+
+def saliency_figures(
+    *, model: Any, dataset: PreparedDataset, indices: np.ndarray, probabilities: np.ndarray,
+    image_size: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Grad-CAM figures of the patches plots/worst.png shows and of a seeded sample of correct ones per class.
+
+    `model` is the Keras model that made `probabilities` for the dataset rows `indices` (a training
+    run's kept model; for evaluate, `serving.load_keras(model_uri)`). Only the chosen patches are read
+    from the memory map, then scaled as training scales them (`pipeline.scale_patches`: /65535 and a
+    resize to `image_size`, default the model's input side); a model built with `standardize` holds
+    its Normalization layer and standardises by itself, so nothing more is done here.
+    Returns {tracking.PLOT_GRADCAM_WORST: Figure, tracking.PLOT_GRADCAM_CORRECT: Figure}.
+    """
+    from mammo import saliency  # TensorFlow: imported only by runs that have a Keras model anyway
+
+    positions, probability_array = _report_rows(dataset, indices, probabilities)
+    rows = dataset.manifest.iloc[positions]
+    labels = rows["label"].to_numpy(dtype=np.int64)
+    layer = saliency.last_conv_layer(model).name
+    selection = evaluation.select_errors(labels, probability_array, count=WORST_COUNT)
+    correct = evaluation.correct_sample(labels, probability_array, per_class=SAMPLES_PER_CLASS)
+    shown = {
+        tracking.PLOT_GRADCAM_WORST: (selection.positions, plotting.error_title(selection), 6,
+                                      ["" if worst else "wrong, not worst" for worst in selection.worst]),
+        tracking.PLOT_GRADCAM_CORRECT: (correct, f"correctly classified: {int((labels[correct] == 0).sum())} mass, "
+                                        f"{int((labels[correct] == 1).sum())} calcification (seeded random sample)",
+                                        SAMPLES_PER_CLASS, None),
+    }  # fmt: skip
+    side = int(image_size or model.input_shape[1])
+    figures = {}
+    for artifact, (chosen, what, columns, notes) in shown.items():
+        images = _model_input(np.asarray(dataset.patches[positions[chosen]]), side)  # (k, side, side, 1)
+        figures[artifact] = plotting.plot_gradcam(
+            images, saliency.gradcam(model, images), labels=labels[chosen], probabilities=probability_array[chosen],
+            patient_ids=rows["patient_id"].to_numpy()[chosen], notes=notes, columns=columns,
+            title=f"Grad-CAM of the predicted class at layer {layer}\n{what}",
+        )  # fmt: skip
+    return figures
+
+
+def _model_input(raw: np.ndarray, side: int) -> np.ndarray:
+    """Raw uint16 patches (k, S, S) → what the model takes; an empty selection stays empty."""
+    from mammo.pipeline import scale_patches
+
+    return scale_patches(raw, image_size=side) if len(raw) else np.zeros((0, side, side, 1), np.float32)
 
 
 def log_training_plots(
     *, history: dict[str, list[float]], best_epoch: int, dataset: PreparedDataset, train_indices: np.ndarray
 ) -> None:
-    """Learning curves (best epoch marked, 0-based) and a few training patches per class."""
+    """Learning curves (`best_epoch` 1-based, as the metric) and a few training patches per class."""
     tracking.log_figure(plotting.plot_curves(history, best_epoch=best_epoch), tracking.PLOT_CURVES)
     positions = np.asarray(train_indices, dtype=np.int64).reshape(-1)
     labels = dataset.labels[positions]
@@ -150,6 +209,8 @@ def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT)
     is the Wilson interval of the mean accuracy on the test-set size: the uncertainty that
     comes from having only that many test patches, the one the published table lacked.
     mcnemar_p_vs_model5 is the median over shared seeds of the per-seed exact McNemar p.
+    published_test_accuracy / _wrong / _worst are the published project's (`mammo.published`), NaN
+    where it published none; whether they compare with ours depends on the data (`log_comparison`).
     """
     if not results:
         raise ValueError("results is empty: train at least one variant before comparing.")
@@ -180,9 +241,14 @@ def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT)
                 "test_wrong": float(metrics["test_wrong"].mean()),
                 "test_worst": float(metrics["test_worst"].mean()),
                 f"mcnemar_p_vs_{reference}": _median_mcnemar(runs, reference_runs),
+                "test_patches": len(np.asarray(runs[0]["labels"]).reshape(-1)),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    known = published.published_columns(table["variant"])
+    for column, after in zip(published.PUBLISHED_COLUMNS, ("ci_high", "test_wrong", "test_worst"), strict=True):
+        table.insert(table.columns.get_loc(after) + 1, column, known[column].to_numpy())
+    return table
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -199,11 +265,28 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT) -> None:
-    """Log the comparison as CSV, markdown, a plot, and one `mcnemar_p_<variant>` metric per variant."""
+def comparison_markdown(table: pd.DataFrame, *, data_source: str | None) -> str:
+    """comparison.md: a note on whether the published column compares with ours, then the table."""
+    sizes = table["test_patches"].unique() if "test_patches" in table.columns else []
+    note = published.comparability_note(data_source, test_patches=int(sizes[0]) if len(sizes) == 1 else None)
+    legend = (
+        "ci_low/ci_high: 95 % Wilson interval of our test accuracy; published_*: the published project's "
+        "figures (– where it published none)."
+    )
+    return f"**Note:** {note}\n\n{legend}\n\n{markdown_table(table)}"
+
+
+def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT, data_source: str | None = None) -> None:
+    """Log the comparison as CSV, markdown, a plot, and one `mcnemar_p_<variant>` metric per variant.
+
+    `data_source` (the prepared dataset's source) decides what the markdown note and the plot's
+    subtitle say about the published column; by default it is the active run's `data_source` param.
+    """
+    if data_source is None:
+        data_source = tracking.active_param("data_source")
     tracking.log_dataframe(table, tracking.COMPARISON_FILE)
-    tracking.log_text(markdown_table(table), tracking.COMPARISON_MARKDOWN)
-    tracking.log_figure(plotting.plot_comparison(table), tracking.PLOT_COMPARISON)
+    tracking.log_text(comparison_markdown(table, data_source=data_source), tracking.COMPARISON_MARKDOWN)
+    tracking.log_figure(plotting.plot_comparison(table, data_source=data_source), tracking.PLOT_COMPARISON)
     column = f"mcnemar_p_vs_{reference}"
     if column in table.columns:
         p_values = {

@@ -44,6 +44,10 @@ PLOT_ROC = "plots/roc.png"
 PLOT_CALIBRATION = "plots/calibration.png"
 PLOT_WORST = "plots/worst.png"
 PLOT_SAMPLES = "plots/samples.png"
+PLOT_GRADCAM_WORST = "plots/gradcam_worst.png"  # Grad-CAM of the patches plots/worst.png shows
+PLOT_GRADCAM_CORRECT = "plots/gradcam_correct.png"  # Grad-CAM of a seeded sample of correct patches per class
+SUBGROUPS_FILE = "subgroups.csv"  # accuracy and AUC with 95 % CIs per pathology, view, density, subtlety
+PLOT_SUBGROUPS = "plots/subgroups.png"
 PREDICTIONS_FILE = "predictions.csv"
 SUMMARY_FILE = "model_summary.txt"
 SKIP_REPORT_FILE = "skip_report.csv"
@@ -135,6 +139,12 @@ def _param_text(value: Any) -> str:
 
 def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> None:
     mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+
+
+def active_param(name: str) -> str | None:
+    """A param of the active run as logged (None without an active run or when it was not logged)."""
+    run = mlflow.active_run()
+    return mlflow.get_run(run.info.run_id).data.params.get(name) if run is not None else None
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:

@@ -206,13 +206,17 @@ def log_outcome(
         probabilities=result.end_probabilities, dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX,
         plots=False,
     )  # fmt: skip
+    reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
+        model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
+        image_size=config.image_size,
+    )  # fmt: skip
     # val_accuracy is also the per-epoch series: logging the kept epoch's value at the last step
     # makes it the run's latest (UI column) value while the curve keeps every epoch.
     tracking.log_metrics({"val_accuracy": result.val_accuracy}, step=result.epochs_run)
     tracking.log_metrics({"best_epoch": result.best_epoch})
     metrics |= {"val_accuracy": result.val_accuracy, "best_epoch": float(result.best_epoch)}
-    reports.log_training_plots(  # plots number epochs from 0 (Keras' on_epoch_end index)
-        history=result.history, best_epoch=result.best_epoch - 1, dataset=dataset,
+    reports.log_training_plots(  # epochs numbered from 1, as the metrics' steps and best_epoch
+        history=result.history, best_epoch=result.best_epoch, dataset=dataset,
         train_indices=result.splits.train_indices,
     )  # fmt: skip
     header = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: Prep
     history = {"loss": [0.7, 0.5], "val_loss": [0.6, 0.65], "accuracy": [0.5, 0.7], "val_accuracy": [0.6, 0.55]}
     with tracking.start_run(run_name="report") as run:
         reports.log_training_plots(
-            history=history, best_epoch=0, dataset=dataset, train_indices=dataset.split_indices("train")
+            history=history, best_epoch=1, dataset=dataset, train_indices=dataset.split_indices("train")
         )
         returned = reports.log_test_report(probabilities=probabilities, dataset=dataset, indices=test_rows)
         reports.log_test_report(
@@ -68,7 +69,7 @@ def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: Prep
     assert logged["train_accuracy"] == pytest.approx(dataset.labels[train_rows].mean())
     report_files = {
         tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST,
-        tracking.PREDICTIONS_FILE,
+        tracking.PREDICTIONS_FILE, tracking.SUBGROUPS_FILE, tracking.PLOT_SUBGROUPS,
     }  # fmt: skip
     end_files = {reports.artifact_name(name, suffix=tracking.END_SUFFIX) for name in report_files}
     assert "plots/worst_end.png" in end_files
@@ -78,6 +79,54 @@ def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: Prep
     assert table["index"].tolist() == sorted(test_rows)
     assert table["probability"].tolist() == pytest.approx(probabilities.ravel()[::-1])
     assert table["worst"].sum() == logged["test_worst"]
+    groups = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="subgroups.csv"))
+    assert groups.groupby("attribute")["n"].sum().tolist() == [6, 6, 6, 6]  # every attribute covers the test rows
+    assert groups.loc[groups["attribute"] == "view", "group"].tolist() == ["missing"]  # the fixture has no views
+
+
+# Test rows 6–11 (patients P_00003–P_00005): labels 0 0 1 1 0 1
+SALIENCY_PROBABILITIES = [0.95, 0.6, 0.9, 0.1, 0.2, 0.8]  # worst: rows 6, 9; wrong only: row 7; correct: 8, 10, 11
+
+
+def _tiny_conv_model(side: int) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((side, side, 1))
+    x = keras.layers.Conv2D(2, 3, activation="relu", name="only_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+
+
+def test_saliency_figures_show_the_worst_panel_patches_and_correct_ones_scaled_as_in_training(
+    dataset: PreparedDataset,
+) -> None:
+    test_rows = dataset.split_indices("test")
+    figures = reports.saliency_figures(
+        model=_tiny_conv_model(12), dataset=dataset, indices=test_rows, probabilities=SALIENCY_PROBABILITIES,
+        image_size=12,
+    )  # fmt: skip
+    assert set(figures) == {tracking.PLOT_GRADCAM_WORST, tracking.PLOT_GRADCAM_CORRECT}
+    worst = [axes for axes in figures[tracking.PLOT_GRADCAM_WORST].axes if axes.get_images()]
+    assert [axes.get_title() for axes in worst] == [
+        "mass · P_00003\np=0.95", "calcification · P_00004\np=0.10", "mass · P_00003\np=0.60\nwrong, not worst",
+    ]  # fmt: skip
+    for axes, row in zip(worst, [6, 9, 7], strict=True):  # patch i is filled with 1000·i, resized 8 → 12
+        patch, heatmap = (layer.get_array() for layer in axes.get_images())
+        assert patch.shape == heatmap.shape == (12, 12)
+        np.testing.assert_allclose(patch, 1000 * row / 65535, rtol=1e-5)
+    title = " ".join(figures[tracking.PLOT_GRADCAM_WORST].get_suptitle().split())  # unwrapped
+    assert "layer only_conv" in title and "2 worst (|label − p| > 0.8) + 1 wrong, not worst" in title
+    correct = [axes for axes in figures[tracking.PLOT_GRADCAM_CORRECT].axes if axes.get_images()]
+    shown_rows = sorted(round(float(axes.get_images()[0].get_array()[0, 0]) * 65535 / 1000) for axes in correct)
+    assert shown_rows == [8, 10, 11]  # every correct patch (fewer than 4 per class), none of the wrong ones
+
+
+def test_log_saliency_logs_both_figures_under_the_report_names(dataset: PreparedDataset) -> None:
+    with tracking.start_run(run_name="saliency") as run:
+        reports.log_saliency(
+            model=_tiny_conv_model(8), dataset=dataset, indices=dataset.split_indices("test"),
+            probabilities=SALIENCY_PROBABILITIES, suffix=tracking.END_SUFFIX,
+        )  # fmt: skip
+    assert _artifacts(run.info.run_id) == {"plots/gradcam_worst_end.png", "plots/gradcam_correct_end.png"}
 
 
 def test_artifact_names_follow_prefix_and_suffix() -> None:
@@ -124,6 +173,28 @@ def test_comparison_table_means_intervals_and_paired_mcnemar() -> None:
     assert model5["test_wrong"] == pytest.approx((2 + 0) / 2)
 
 
+def test_comparison_table_carries_the_published_figures_where_they_exist() -> None:
+    results = _results()
+    results[0]["variant"] = "trial3"  # a study trial: nothing published
+    table = reports.comparison_table(results).set_index("variant")
+    assert table.loc["model5", ["published_test_accuracy", "published_test_wrong", "published_test_worst"]].tolist() == [
+        pytest.approx(0.8423), 53, 12
+    ]  # fmt: skip
+    assert table.loc["trial3", ["published_test_accuracy", "published_test_wrong"]].isna().all()
+    assert table["test_patches"].tolist() == [10, 10, 10]
+    assert list(table.columns).index("published_test_wrong") == list(table.columns).index("test_wrong") + 1
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [("synthetic", "NOT comparable"), ("cbis-ddsm", "not the same ones"), ("tensors", "same test patches"),
+     (None, "not recorded")],
+)  # fmt: skip
+def test_comparison_markdown_says_what_the_data_allows(source: str | None, says: str) -> None:
+    text = reports.comparison_markdown(reports.comparison_table(_results()), data_source=source)
+    assert text.startswith("**Note:**") and says in text.splitlines()[0]
+
+
 def test_comparison_needs_the_same_test_patches_and_complete_results() -> None:
     results = _results()
     results[2]["labels"] = results[2]["labels"][::-1]
@@ -138,15 +209,22 @@ def test_comparison_needs_the_same_test_patches_and_complete_results() -> None:
 def test_log_comparison_logs_table_markdown_plot_and_p_values() -> None:
     table = reports.comparison_table(_results())
     with tracking.start_run(run_name="all") as run:
+        tracking.log_params({"data_source": "synthetic"})  # as train_all logs it on the parent run
         reports.log_comparison(table)
     run_id = run.info.run_id
     assert _artifacts(run_id) == {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON}
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["mcnemar_p_model0"] == pytest.approx(table["mcnemar_p_vs_model5"][0])
     assert metrics["mcnemar_p_model5"] == 1.0
-    markdown = mlflow.artifacts.load_text(f"runs:/{run_id}/{tracking.COMPARISON_MARKDOWN}").splitlines()
-    assert markdown[0].startswith("| variant | seeds | test_accuracy |")
+    lines = mlflow.artifacts.load_text(f"runs:/{run_id}/{tracking.COMPARISON_MARKDOWN}").splitlines()
+    assert lines[0].startswith("**Note:** Our numbers come from the synthetic default dataset")
+    assert "NOT comparable" in lines[0] and "10 test patches" in lines[0]
+    markdown = lines[lines.index(next(line for line in lines if line.startswith("| variant"))) :]
+    assert markdown[0].startswith(
+        "| variant | seeds | test_accuracy | test_accuracy_sd | ci_low | ci_high | published_test"
+    )
     assert markdown[1].startswith("| --- |")
     assert markdown[2].startswith("| model0 | 2 | 0.35 |")
+    assert "| 0.7292 |" in markdown[2] and "| 0.8423 |" in markdown[3]  # the published test accuracies
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.COMPARISON_FILE))
     assert logged["test_accuracy"].tolist() == pytest.approx(table["test_accuracy"].tolist())
