@@ -11,18 +11,24 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
 EXPERIMENT = "mammo-mass-calc"
+# MLflow 3's experiment kind: "Model training" (runs table), not the GenAI overview. The 3.17 UI
+# itself follows its GenAI / Model training toggle (or `?workflowType=machine_learning` in a link).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 MODEL_NAME = "mammo-cnn"
 MODEL_ARTIFACT = "model"
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 ALIAS_PREVIOUS = "previous-champion"
+ENTRY_TAG = "mammo.entry"  # which entry point made the run: prepare, train, train_all, study, promote, ...
+VARIANT_TAG = "mammo.variant"
 
 PARAM_NAMES = (
     "variant", "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay",
@@ -35,7 +41,19 @@ TEST_METRICS = (
     "test_balanced_accuracy", "test_recall_mass", "test_recall_calc", "test_wrong", "test_worst",
     "test_ece",
 )  # fmt: skip
-FINAL_METRICS = (*TEST_METRICS, "val_accuracy", "best_epoch")
+# The kept (best-val_loss) checkpoint's validation scores, one value each. The per-epoch series
+# keep their Keras names with one point per epoch, so their latest value is the last epoch's;
+# what a run reports as its validation score (what promote and the study rank on) is these.
+KEPT_PREFIX = "kept_"
+KEPT_METRICS = ("kept_val_loss", "kept_val_accuracy", "kept_val_auc")
+FINAL_METRICS = (*TEST_METRICS, *KEPT_METRICS, "best_epoch")
+
+
+def kept_metric(name: str) -> str:
+    """`val_auc` → `kept_val_auc`: the name under which a run reports the kept checkpoint's value."""
+    return name if name.startswith(KEPT_PREFIX) else f"{KEPT_PREFIX}{name}"
+
+
 END_SUFFIX = "_end"
 
 PLOT_CURVES = "plots/curves.png"
@@ -65,10 +83,47 @@ def use_experiment(name: str | None = None) -> str:
     """
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if name is None and env_id:
-        mlflow.set_experiment(experiment_id=env_id)
+        _mark_training(mlflow.set_experiment(experiment_id=env_id))
         return env_id
-    experiment = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+    if mlflow.get_experiment_by_name(name) is None:
+        with suppress(mlflow.exceptions.MlflowException):  # another worker may create it first
+            mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    experiment = mlflow.set_experiment(name)
+    _mark_training(experiment)
     return experiment.experiment_id
+
+
+def _mark_training(experiment: Any) -> None:
+    """Tag an experiment made elsewhere (e.g. by `mlflow run`) as ours; a read-only user leaves it as it is."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG):
+        return
+    with suppress(mlflow.exceptions.MlflowException):
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+_STORES_READY: set[str] = set()
+
+
+def ready_store() -> None:
+    """Create a local SQLite tracking store under a file lock, once per process and URI.
+
+    MLflow creates and migrates a new SQLite store's tables on first use, and several processes
+    doing it at once (parallel `prepare` or `study` workers on `sqlite:///mlflow.db`) fail with
+    "duplicate column". One process at a time makes it; the others then find it made.
+    """
+    uri = mlflow.get_tracking_uri()
+    if uri in _STORES_READY or not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.init-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow.MlflowClient().search_experiments(max_results=1)  # creates or migrates the tables
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    _STORES_READY.add(uri)
 
 
 @contextmanager
@@ -77,6 +132,7 @@ def start_run(
     tags: Mapping[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
     """Open a run, or resume the one `mlflow run` created (MLFLOW_RUN_ID)."""
+    ready_store()
     active = mlflow.active_run()
     if active is not None and not nested and parent_run_id is None:
         yield active
@@ -187,6 +243,26 @@ def log_prepared_input(dataset: Any, *, context: str = "training") -> None:
     mlflow.log_input(meta, context=context, tags={"counts": json.dumps(dataset.info["counts"])})
 
 
+def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None) -> None:
+    """A `prepare` run: the dataset as its input, its identity as params, dataset.json and the skip report."""
+    import pandas as pd
+
+    from mammo.data.store import SKIPPED_FILE
+
+    info = dataset.info
+    with start_run(run_name=f"prepare-{dataset.source}", experiment=experiment, tags={ENTRY_TAG: "prepare"}):
+        log_params({
+            "data_source": dataset.source, "data_digest": dataset.digest, "image_size": dataset.image_size,
+            "prepared_dir": str(dataset.path), "reused": reused,
+        })  # fmt: skip
+        log_metrics({"patches": info["count"], "skipped": info["skipped"]})
+        log_prepared_input(dataset, context="prepare")
+        log_dict(info, "dataset.json")
+        skip_report = Path(dataset.path) / SKIPPED_FILE
+        if skip_report.is_file():
+            log_dataframe(pd.read_csv(skip_report), SKIP_REPORT_FILE)
+
+
 def log_classifier_evaluation(*, labels: Any, predictions: Any) -> dict[str, float]:
     """MLflow's standard classifier evaluation of predictions already made (static-prediction mode).
 
@@ -245,3 +321,71 @@ def load_run_table(run_id: str, artifact_file: str) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp)
         return pd.read_csv(path)
+
+
+# --- reading runs back (promote, evaluate): the MLflow queries, with errors a user can act on ---
+
+
+def find_experiment_id(name: str | None = None) -> str:
+    """The id of the experiment to search, without making it the active one.
+
+    Unlike `use_experiment` it changes no state: inside `mlflow run` the active run belongs to the
+    CLI's experiment, and switching the active experiment would stop `start_run` from resuming it.
+    """
+    from mammo.errors import ConfigError
+
+    ready_store()
+    if name is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        raise ConfigError(
+            f"experiment {name!r} does not exist in this tracking store; train first or pass --experiment."
+        )
+    return experiment.experiment_id
+
+
+def get_run(run_id: str) -> Any:
+    """The run, or a ConfigError naming the id when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    from mammo.errors import ConfigError
+
+    try:
+        return mlflow.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ConfigError(f"run {run_id}: no such run in this tracking store ({error.message}).") from error
+        raise
+
+
+def logged_models(experiment_id: str, *, run_id: str | None = None) -> list[Any]:
+    """READY LoggedModels named MODEL_ARTIFACT in the experiment (of one run when given), newest first."""
+    filter_string = f"name = '{MODEL_ARTIFACT}'" + (f" AND source_run_id = '{run_id}'" if run_id else "")
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment_id], filter_string=filter_string, output_format="list"
+    )
+    ready = [model for model in models if str(model.status) == "READY"]
+    return sorted(ready, key=lambda model: model.creation_timestamp, reverse=True)
+
+
+def finished_runs(experiment_id: str, *, order_by_metric: str, ascending: bool) -> list[Any]:
+    """The experiment's FINISHED runs, best `order_by_metric` first (runs without it last)."""
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string="attributes.status = 'FINISHED'",
+        order_by=[f"metrics.`{order_by_metric}` {'ASC' if ascending else 'DESC'}"], output_format="list",
+    )  # fmt: skip
+
+
+def run_dataset_folders(run: Any) -> list[Path]:
+    """Local folders of the prepared datasets a run logged as inputs (`log_prepared_input`)."""
+    folders = []
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        try:
+            uri = json.loads(dataset_input.dataset.source).get("uri", "")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if uri:
+            folders.append(Path(uri.removeprefix("file://")))
+    return folders

@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from mammo import tracking
 from mammo.data.store import PreparedDataset
-from mammo.pipeline import Splits, choose_precision, make_datasets
-from mammo.variants import TrainConfig, build_model, make_optimizer
+from mammo.pipeline import Splits, make_datasets
+from mammo.precision import choose_precision
+from mammo.variants import TrainConfig, build_model, make_optimizer, regularization_penalty
 
 
 @dataclass
@@ -35,6 +36,8 @@ class TrainResult:
     splits: Splits
     precision: str  # the dtype policy actually used
     train_seconds: float  # wall time of model.fit (all epochs, validation included)
+    penalty: float = 0.0  # the kept weights' L2 term (Keras adds it to val_loss; test_loss adds it too)
+    end_penalty: float = 0.0  # the same for the last epoch's weights
 
     @property
     def epochs_run(self) -> int:
@@ -44,6 +47,15 @@ class TrainResult:
     def val_accuracy(self) -> float:
         """Validation accuracy of the kept (best-val_loss) weights."""
         return float(self.history["val_accuracy"][self.best_epoch - 1])
+
+    def kept_metrics(self) -> dict[str, float]:
+        """The kept epoch's validation scores under tracking.KEPT_METRICS, plus best_epoch."""
+        kept = {
+            tracking.kept_metric(name): float(self.history[name][self.best_epoch - 1])
+            for name in ("val_loss", "val_accuracy", "val_auc")
+            if len(self.history.get(name, ())) >= self.best_epoch
+        }
+        return kept | {"best_epoch": float(self.best_epoch)}
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -138,6 +150,7 @@ def fit(
     )  # fmt: skip
     seconds = time.perf_counter() - started
     end_probabilities = predict_probabilities(model, splits)
+    end_penalty = regularization_penalty(model)
     logs = {name: [float(value) for value in values] for name, values in history.history.items()}
     epochs_run = len(logs.get("loss", []))
     # The kept checkpoint differs from the last epoch's weights only when val_loss was lower earlier.
@@ -152,7 +165,16 @@ def fit(
         splits=splits,
         precision=precision,
         train_seconds=seconds,
+        penalty=regularization_penalty(model),
+        end_penalty=end_penalty,
     )
+
+
+def keras_loss(labels: np.ndarray, probabilities: np.ndarray, penalty: float) -> float:
+    """Cross-entropy + the weights' L2 term: what Keras reports as `val_loss`, on other patches."""
+    from mammo import evaluation
+
+    return evaluation.classification_metrics(labels, probabilities)["test_loss"] + penalty
 
 
 def predict_probabilities(model: keras.Model, splits: Splits) -> np.ndarray:
@@ -201,20 +223,26 @@ def log_outcome(
     from mammo import reports, serving
 
     test_rows = result.splits.test_indices
-    metrics = reports.log_test_report(probabilities=result.probabilities, dataset=dataset, indices=test_rows)
+    labels = dataset.labels[test_rows]
+    metrics = reports.log_test_report(
+        probabilities=result.probabilities, dataset=dataset, indices=test_rows,
+        loss=keras_loss(labels, result.probabilities, result.penalty),
+    )  # fmt: skip
     metrics |= reports.log_test_report(
         probabilities=result.end_probabilities, dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX,
-        plots=False,
+        plots=False, loss=keras_loss(labels, result.end_probabilities, result.end_penalty),
     )  # fmt: skip
     reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
         model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
         image_size=config.image_size,
     )  # fmt: skip
-    # val_accuracy is also the per-epoch series: logging the kept epoch's value at the last step
-    # makes it the run's latest (UI column) value while the curve keeps every epoch.
-    tracking.log_metrics({"val_accuracy": result.val_accuracy}, step=result.epochs_run)
-    tracking.log_metrics({"best_epoch": result.best_epoch})
-    metrics |= {"val_accuracy": result.val_accuracy, "best_epoch": float(result.best_epoch)}
+    speed = {"fit_seconds": result.train_seconds}
+    if result.train_seconds > 0:
+        speed["train_images_per_second"] = len(result.splits.train_indices) * result.epochs_run / result.train_seconds
+    tracking.log_metrics(speed)
+    kept = result.kept_metrics()  # the per-epoch series stay one point per epoch
+    tracking.log_metrics(kept)
+    metrics |= kept
     reports.log_training_plots(  # epochs numbered from 1, as the metrics' steps and best_epoch
         history=result.history, best_epoch=result.best_epoch, dataset=dataset,
         train_indices=result.splits.train_indices,

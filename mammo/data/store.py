@@ -7,9 +7,15 @@ patch) and `dataset.json` (provenance, counts, digest, skip report). Written onc
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from mammo.errors import DataError
 PATCHES_FILE = "patches.npy"
 MANIFEST_FILE = "manifest.csv"
 INFO_FILE = "dataset.json"
+STAGING_PREFIX = ".staging-"  # <parent>/.staging-<name>-XXXX: a prepare writing <name>
 SKIPPED_FILE = "skipped.csv"  # one row per skipped record: file, row, reason, message
 
 MANIFEST_COLUMNS = [
@@ -102,9 +109,15 @@ def write_prepared(
     options: dict[str, Any],
     skipped: list[dict[str, str]] | None = None,
 ) -> PreparedDataset:
-    """Write the three files; `options` are kept so a second identical prepare is a no-op."""
+    """Write the three files into a staging folder beside `out_dir`, then publish them atomically.
+
+    `options` are kept so a second identical prepare is a no-op. Readers never see a mix: the old
+    dataset.json goes first, the files are renamed into place (a process that has the old
+    patches.npy memory-mapped keeps its inode, unharmed), and the new dataset.json, which records
+    every file's size and SHA-256, comes last. A writer killed at any point leaves either the old
+    complete dataset or a folder without dataset.json, which no reader takes for a dataset.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if patches.dtype != np.uint16 or patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
         raise ValueError(f"patches must be uint16 (N, S, S), got {patches.dtype} {patches.shape}")
     if len(manifest) != len(patches):
@@ -116,50 +129,152 @@ def write_prepared(
         raise ValueError(f"manifest lacks columns {missing}")
     manifest = manifest[MANIFEST_COLUMNS]
     skipped = skipped or []
-    np.save(out / PATCHES_FILE, patches, allow_pickle=False)
-    (out / SKIPPED_FILE).unlink(missing_ok=True)
-    if skipped:
-        pd.DataFrame(skipped).to_csv(out / SKIPPED_FILE, index=False)
-    manifest.to_csv(out / MANIFEST_FILE, index=False)
-    info = {
-        "source": source,
-        "count": len(patches),
-        "counts": count_by_split_and_label(manifest),
-        "image_size": int(patches.shape[1]) if len(patches) else int(options.get("image_size", 0)),
-        "digest": compute_digest(patches, manifest),
-        "skipped": len(skipped),
-        "skipped_reasons": dict(Counter(s["reason"] for s in skipped)),
-        "tool_version": __version__,
-        "options": options,
-    }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
-    return load_prepared(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
+    try:
+        np.save(staging / PATCHES_FILE, patches, allow_pickle=False)
+        manifest.to_csv(staging / MANIFEST_FILE, index=False)
+        if skipped:
+            pd.DataFrame(skipped).to_csv(staging / SKIPPED_FILE, index=False)
+        info = {
+            "source": source,
+            "count": len(patches),
+            "counts": count_by_split_and_label(manifest),
+            "image_size": int(patches.shape[1]) if len(patches) else int(options.get("image_size", 0)),
+            "digest": compute_digest(patches, manifest),
+            "skipped": len(skipped),
+            "skipped_reasons": dict(Counter(s["reason"] for s in skipped)),
+            "tool_version": __version__,
+            "options": options,
+            "files": {name: _file_record(staging / name) for name in (PATCHES_FILE, MANIFEST_FILE)},
+        }
+        (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return open_prepared(out)
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            sha.update(block)
+    return {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the staged files into `out`, dataset.json removed first and written last (the commit)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (PATCHES_FILE, MANIFEST_FILE, INFO_FILE):
+        _fsync(staging / name)
+    (out / INFO_FILE).unlink(missing_ok=True)
+    _fsync(out)
+    for name in (PATCHES_FILE, MANIFEST_FILE, SKIPPED_FILE):
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    os.replace(staging / INFO_FILE, out / INFO_FILE)
+    _fsync(out)
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Staging folders of `out` left by a killed prepare (call only while holding `dataset_lock(out)`)."""
+    for folder in Path(out).parent.glob(f"{STAGING_PREFIX}{Path(out).name}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def dataset_lock(out: str | Path, *, shared: bool = False) -> Iterator[None]:
+    """An advisory file lock beside the dataset folder: prepare holds it exclusive, readers shared.
+
+    The lock file sits next to the folder (`.<name>.lock`), so it outlives the folder's contents.
+    Where it cannot be created (a read-only share), readers go on without it: nobody writes there.
+    """
+    folder = Path(out)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a")
+    except OSError:
+        if shared:
+            yield
+            return
+        raise
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _incomplete(root: Path, problem: str) -> DataError:
+    return DataError(
+        f"{root} is not a complete prepared dataset ({problem}). Run `python -m entrypoints.prepare --out {root}` "
+        "(with the options it was prepared with) to prepare it again."
+    )
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
-    """Open a prepared dataset; pixels are memory-mapped, never copied whole."""
+    """Open a prepared dataset; pixels are memory-mapped, never copied whole.
+
+    Opened under the shared lock, so never halfway through a prepare's publish; each file's size is
+    checked against dataset.json, so a folder a killed prepare left behind is refused, not misread.
+    """
+    with dataset_lock(path, shared=True):
+        return open_prepared(path)
+
+
+def open_prepared(path: str | Path) -> PreparedDataset:
+    """`load_prepared` without the lock: for the holder of `dataset_lock` (prepare), which would deadlock on it."""
     root = Path(path)
     for name in (PATCHES_FILE, MANIFEST_FILE, INFO_FILE):
         if not (root / name).is_file():
-            raise DataError(
-                f"{root / name} not found: {root} is not a prepared dataset. "
-                f"Run `python -m entrypoints.prepare --out {root}` first."
-            )
-    patches = np.load(root / PATCHES_FILE, mmap_mode="r", allow_pickle=False)
+            raise _incomplete(root, f"{name} is missing")
+    try:
+        info = json.loads((root / INFO_FILE).read_text())
+    except ValueError as error:
+        raise _incomplete(root, f"{INFO_FILE} is not valid JSON: {error}") from error
+    for name, record in info.get("files", {}).items():  # datasets prepared before 0.2 carry no records
+        size = (root / name).stat().st_size
+        if size != record["bytes"]:
+            raise _incomplete(root, f"{name} has {size} bytes, {INFO_FILE} says {record['bytes']}")
+    try:
+        patches = np.load(root / PATCHES_FILE, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise _incomplete(root, f"{PATCHES_FILE} is not a numpy array: {error}") from error
     manifest = pd.read_csv(root / MANIFEST_FILE, dtype={"patient_id": str, "case_id": str})
-    info = json.loads((root / INFO_FILE).read_text())
+    extra = [column for column in manifest.columns if column not in MANIFEST_COLUMNS]
+    manifest = manifest.reindex(columns=[*MANIFEST_COLUMNS, *extra])  # older datasets lack newer columns
     if len(manifest) != len(patches):
-        raise DataError(f"{root}: manifest.csv has {len(manifest)} rows, patches.npy {len(patches)}; prepare again.")
+        raise _incomplete(root, f"manifest.csv has {len(manifest)} rows, patches.npy {len(patches)}")
     return PreparedDataset(path=root, patches=patches, manifest=manifest, info=info)
 
 
 def is_up_to_date(out_dir: str | Path, options: dict[str, Any]) -> bool:
-    """True when `out_dir` already holds a dataset prepared with exactly these options."""
+    """True when `out_dir` holds a complete dataset prepared with exactly these options.
+
+    Complete means every file matches the size and SHA-256 that dataset.json recorded: a copy
+    interrupted or a file replaced by hand is prepared again, not reported "up to date".
+    """
     root = Path(out_dir)
     try:
         info = json.loads((root / INFO_FILE).read_text())
     except (OSError, ValueError):
         return False
-    if info.get("options") != json.loads(json.dumps(options)):
+    if info.get("options") != json.loads(json.dumps(options)) or "files" not in info:
         return False
-    return all((root / name).is_file() for name in (PATCHES_FILE, MANIFEST_FILE))
+    try:
+        return all(_file_record(root / name) == record for name, record in info["files"].items())
+    except OSError:
+        return False
