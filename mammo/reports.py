@@ -56,11 +56,16 @@ def log_test_report(
     prefix: str = DEFAULT_PREFIX,
     loss: float | None = None,
     plots: bool = True,
+    threshold: float = evaluation.THRESHOLD,
 ) -> dict[str, float]:
     """Score predictions for the dataset rows `indices` and log the metrics (and figures) to the run.
 
     `loss`, when given, replaces the plain log loss with the number `model.evaluate` reports
-    (which includes the L2 penalty), so the logged loss agrees with Keras. Returns the metrics.
+    (which includes the L2 penalty), so the logged loss agrees with Keras. `threshold` is the
+    model's decision threshold (chosen on validation): sensitivity and specificity with their 95 %
+    intervals are reported at it (`{prefix}sensitivity`, ...), and the subgroups use it; accuracy
+    and the published wrong/worst counts stay at 0.5, as Keras and the published analysis count.
+    Returns the metrics.
     """
     positions, probability_array = _report_rows(dataset, indices, probabilities)
     rows = dataset.manifest.iloc[positions]
@@ -68,15 +73,19 @@ def log_test_report(
     metrics = evaluation.classification_metrics(labels, probability_array, prefix=prefix, suffix=suffix)
     if loss is not None:
         metrics[f"{prefix}loss{suffix}"] = float(loss)
+    point = evaluation.operating_point(labels, probability_array, threshold)
+    metrics |= {f"{prefix}{name}{suffix}": value for name, value in point.items() if name != "threshold"}
     tracking.log_metrics(metrics)
     if plots:
-        _log_report_artifacts(dataset, positions, rows, probability_array, prefix=prefix, suffix=suffix)
+        _log_report_artifacts(
+            dataset, positions, rows, probability_array, prefix=prefix, suffix=suffix, threshold=threshold
+        )
     return metrics
 
 
 def _log_report_artifacts(
     dataset: PreparedDataset, positions: np.ndarray, rows: pd.DataFrame, probabilities: np.ndarray, *, prefix: str,
-    suffix: str,
+    suffix: str, threshold: float,
 ) -> None:  # fmt: skip
     labels = rows["label"].to_numpy(dtype=np.int64)
 
@@ -95,7 +104,7 @@ def _log_report_artifacts(
     worst_patches = np.asarray(dataset.patches[positions[selection.positions]])
     tracking.log_figure(plotting.plot_worst(worst_patches, selection), name(tracking.PLOT_WORST))
     tracking.log_dataframe(evaluation.predictions_table(rows, probabilities), name(tracking.PREDICTIONS_FILE))
-    table = subgroups.subgroup_metrics(rows, labels, probabilities)
+    table = subgroups.subgroup_metrics(rows, labels, probabilities, threshold=threshold)
     tracking.log_dataframe(table, name(tracking.SUBGROUPS_FILE))
     tracking.log_figure(plotting.plot_subgroups(table), name(tracking.PLOT_SUBGROUPS))
 

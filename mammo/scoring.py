@@ -53,8 +53,13 @@ def evaluate_model(
         })  # fmt: skip
         tracking.log_prepared_input(dataset, context="evaluation")
         metrics = reports.log_test_report(
-            probabilities=probabilities, dataset=dataset, indices=indices, plots=plots, loss=loss
-        )
+            probabilities=probabilities, dataset=dataset, indices=indices, plots=plots, loss=loss,
+            threshold=serving.threshold(model),
+        )  # fmt: skip
+        if plots:
+            reports.log_saliency(
+                model=serving.classifier(model).model, dataset=dataset, indices=indices, probabilities=probabilities
+            )
         standard = tracking.log_classifier_evaluation(
             labels=labels, predictions=evaluation.predict_labels(probabilities, threshold=serving.threshold(model))
         )

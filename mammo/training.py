@@ -36,6 +36,8 @@ class TrainResult:
     splits: Splits
     precision: str  # the dtype policy actually used
     train_seconds: float  # wall time of model.fit (all epochs, validation included)
+    val_probabilities: np.ndarray | None = None  # validation P(calcification) of the kept weights
+    threshold: float = 0.5  # decision threshold chosen on validation (config.threshold)
     penalty: float = 0.0  # the kept weights' L2 term (Keras adds it to val_loss; test_loss adds it too)
     end_penalty: float = 0.0  # the same for the last epoch's weights
 
@@ -156,6 +158,7 @@ def fit(
     # The kept checkpoint differs from the last epoch's weights only when val_loss was lower earlier.
     restored = best.weights is not None and best.best_epoch != epochs_run
     best.restore()
+    val_probabilities = np.asarray(model.predict(splits.val, verbose=0), dtype=np.float64).reshape(-1)
     return TrainResult(
         model=model,
         history=logs,
@@ -165,9 +168,24 @@ def fit(
         splits=splits,
         precision=precision,
         train_seconds=seconds,
+        val_probabilities=val_probabilities,
+        threshold=decision_threshold(config, dataset.labels[splits.val_indices], val_probabilities),
         penalty=regularization_penalty(model),
         end_penalty=end_penalty,
     )
+
+
+def decision_threshold(config: TrainConfig, val_labels: np.ndarray, val_probabilities: np.ndarray) -> float:
+    """The threshold `config.threshold` asks for, chosen on the validation predictions of the kept weights."""
+    from mammo import evaluation
+    from mammo.errors import ConfigError
+    from mammo.variants import threshold_rule
+
+    method, target = threshold_rule(config.threshold)
+    try:
+        return evaluation.choose_threshold(val_labels, val_probabilities, method=method, target=target)
+    except ValueError as error:
+        raise ConfigError(f"parameter threshold={config.threshold!r}: {error}") from error
 
 
 def keras_loss(labels: np.ndarray, probabilities: np.ndarray, penalty: float) -> float:
@@ -226,12 +244,13 @@ def log_outcome(
     labels = dataset.labels[test_rows]
     metrics = reports.log_test_report(
         probabilities=result.probabilities, dataset=dataset, indices=test_rows,
-        loss=keras_loss(labels, result.probabilities, result.penalty),
+        loss=keras_loss(labels, result.probabilities, result.penalty), threshold=result.threshold,
     )  # fmt: skip
     metrics |= reports.log_test_report(
         probabilities=result.end_probabilities, dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX,
-        plots=False, loss=keras_loss(labels, result.end_probabilities, result.end_penalty),
+        plots=False, loss=keras_loss(labels, result.end_probabilities, result.end_penalty), threshold=result.threshold,
     )  # fmt: skip
+    tracking.log_metrics({"decision_threshold": result.threshold})
     reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
         model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
         image_size=config.image_size,
@@ -253,5 +272,5 @@ def log_outcome(
     tracking.log_text(model_summary(result.model, header=header), tracking.SUMMARY_FILE)
     if log_model:
         example = np.asarray(dataset.patches[test_rows[:2]])  # (2, S0, S0) uint16, as prepared
-        serving.log_model(result.model, image_size=config.image_size, input_example=example)
+        serving.log_model(result.model, image_size=config.image_size, input_example=example, threshold=result.threshold)
     return metrics

@@ -92,6 +92,7 @@ class TrainConfig:
     precision: str = "auto"
     schedule: str = "quick"
     standardize: bool = False  # input (x − mean) / std of the training split, after the /65535 scaling
+    threshold: str = "fixed"  # decision threshold, chosen on validation: fixed (0.5), youden, sensitivity:<target>
 
     def params(self) -> dict[str, str | int | float]:
         """The run's MLflow params (tracking.PARAM_NAMES less the data ones, + schedule/precision/optimizer)."""
@@ -220,6 +221,7 @@ def _validate(config: TrainConfig) -> None:
         (0.0 < config.val_fraction < 1.0, "val_fraction", "in (0, 1)"),
         (config.seed >= 0, "seed", "≥ 0"),
         (config.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
+        (_threshold_ok(config.threshold), "threshold", "fixed (0.5), youden, or sensitivity:<target in (0, 1]>"),
     ]  # fmt: skip
     for ok, name, allowed in checks:
         if not ok:
@@ -231,6 +233,22 @@ def _validate(config: TrainConfig) -> None:
             f"parameter image_size={config.image_size} is too small for {len(config.filters)} conv blocks "
             f"(3×3 valid conv + 2×2 pool each): use image_size ≥ {minimum} or fewer filters."
         )
+
+
+def threshold_rule(text: str) -> tuple[str, float | None]:
+    """`threshold` → (method, target) for `evaluation.choose_threshold`: "sensitivity:0.9" → ("sensitivity", 0.9)."""
+    method, _, target = text.partition(":")
+    return method, (float(target) if target else None)
+
+
+def _threshold_ok(text: str) -> bool:
+    try:
+        method, target = threshold_rule(text)
+    except ValueError:
+        return False
+    if method == "sensitivity":
+        return target is not None and 0 < target <= 1
+    return method in ("fixed", "youden") and target is None
 
 
 def feature_size(image_size: int, blocks: int) -> int:

@@ -14,7 +14,7 @@ from PIL import Image
 from entrypoints import evaluate as evaluate_entry
 from entrypoints import predict as predict_entry
 from entrypoints import promote as promote_entry
-from mammo import registry, tracking
+from mammo import promotion, tracking
 from mammo.training import train_run
 from mammo.variants import make_config
 from tests.test_registry import CALC_MEANS, SIZE, make_dataset
@@ -30,7 +30,7 @@ def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, ca
     dataset = make_dataset(tmp_path / "prepared")
     config = make_config("model5", image_size=SIZE, epochs=1, filters="8-16", dense_units=8)
     run_id, _, trained = train_run(config, dataset, verbose=0)
-    assert registry.promote().run_id == run_id  # the only run: promoted as the first champion
+    assert promotion.promote().run_id == run_id  # the only run: promoted as the first champion
 
     # evaluate: the champion's own test split, found through its data_digest; the metrics train logged.
     assert evaluate_entry.main(["--model-uri", CHAMPION]) == 0

@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo import registry, tracking
+from mammo import promotion, serving, tracking
 from mammo.data.dicom import patch_from_dicom
+from mammo.model_input import LIMITS
+from tests.test_dicom import make_dicom
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
@@ -79,32 +81,29 @@ def _stop(server: subprocess.Popen) -> None:
 @pytest.fixture
 def champion(tmp_path: Path) -> str:
     dataset = make_dataset(tmp_path / "prepared")
-    registry.promote(run_id=log_training_run(dataset, threshold_model(0.65), val_auc=0.7))
+    promotion.promote(run_id=log_training_run(dataset, threshold_model(0.65), val_auc=0.7))
     return CHAMPION
 
 
-def test_the_served_champion_scores_dicom_and_pixels_and_rejects_bad_input(
+def _served(body: dict) -> pd.DataFrame:
+    predictions = body["predictions"]
+    return (
+        pd.DataFrame(predictions)
+        if isinstance(predictions[0], dict)
+        else pd.DataFrame({"p_calcification": predictions})
+    )
+
+
+def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
     champion: str, shared_cbis: Path, tmp_path: Path
 ) -> None:
     dicom_bytes = (shared_cbis / DICOM).read_bytes()
-    expected = registry.probabilities_of(
-        mlflow.pyfunc.load_model(champion).predict(patch_from_dicom(dicom_bytes, size=SIZE)[0][None])
-    )
+    model = mlflow.pyfunc.load_model(champion)
+    expected = serving.predict_batches(model, patch_from_dicom(dicom_bytes, size=SIZE)[0][None])
     port, log = _free_port(), tmp_path / "serve.log"
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [
-        str(mlflow_cli),
-        "models",
-        "serve",
-        "-m",
-        champion,
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
+    command = [str(mlflow_cli), "models", "serve", "-m", champion, "--env-manager", "local", "-h", "127.0.0.1",
+               "-p", str(port)]  # fmt: skip
     # The CLI runs `uvicorn` by name: the venv's bin must be on PATH, as it is once the venv is activated.
     env = {**os.environ, "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log.open("wb") as output:
@@ -116,24 +115,42 @@ def test_the_served_champion_scores_dicom_and_pixels_and_rejects_bad_input(
         encoded = base64.b64encode(dicom_bytes).decode()
         status, body = _post(f"{url}/invocations", {"dataframe_split": {"columns": ["dicom"], "data": [[encoded]]}})
         assert status == 200, body
-        served = registry.probabilities_of(
-            pd.DataFrame(body["predictions"]) if isinstance(body["predictions"][0], dict) else body["predictions"]
-        )
-        assert served == pytest.approx(expected, abs=1e-6) and 0 <= served[0] <= 1  # the same preprocessing as prepare
+        served = _served(body)
+        assert served["p_calcification"].to_numpy() == pytest.approx(expected, abs=1e-6)  # prepare's preprocessing
+        assert served["predicted_label"].tolist() == [int(expected[0] > serving.threshold(model))]
 
-        pixels = np.full((40, 30), 0.9 * 65535).astype(int) + np.arange(30)  # any size: resized inside the model
-        status, body = _post(f"{url}/invocations", {"inputs": {"pixels": [pixels.tolist()]}})
-        assert status == 200, body
+        # The same pixels as JSON integers and as the compact uint16 payload score the same.
+        pixels = np.full((40, 30), 0.9 * 65535).astype(np.uint16) + np.arange(30, dtype=np.uint16)
+        status, as_json = _post(f"{url}/invocations", {"inputs": {"pixels": [pixels.tolist()]}})
+        assert status == 200, as_json
+        compact = {"dataframe_split": {"columns": ["patch", "shape"],
+                                       "data": [[base64.b64encode(pixels.astype("<u2").tobytes()).decode(), [40, 30]]]}}  # fmt: skip
+        status, as_bytes = _post(f"{url}/invocations", compact)
+        assert status == 200, as_bytes
+        assert _served(as_bytes)["p_calcification"][0] == pytest.approx(_served(as_json)["p_calcification"][0])
+        assert _served(as_json)["p_calcification"][0] > 0.9  # bright → calcification by this threshold model
 
+        limits = LIMITS
+        small = base64.b64encode(np.full((8, 8), 30000, "<u2").tobytes()).decode()
+        big_dicom = base64.b64encode(make_dicom(np.ones((limits.max_dicom_side + 1, 4), np.uint16))).decode()
         bad = [
-            ({"dataframe_split": {"columns": ["dicom"], "data": [["%%% not base64 %%%"]]}}, "not valid base64"),
+            ({"dataframe_split": {"columns": ["dicom"], "data": [["%%% not base64 %%%"]]}}, "base64"),
             ({"dataframe_split": {"columns": ["dicom"], "data": [[base64.b64encode(b"hello").decode()]]}}, "not a readable DICOM"),
             ({"dataframe_split": {"columns": ["image"], "data": [["x"]]}}, "expected a column 'dicom'"),
             ({"inputs": {"pixels": [[[0, 65535], [65535, 0]]]}}, "ROI mask"),
+            ({"inputs": {"pixels": [[[0.2, 0.5], [0.7, 0.1]]]}}, "look already scaled"),  # floats in [0, 1]
+            ({"inputs": {"pixels": [[[1] * 4000]]}}, "over the limit of 2048 pixels a side"),  # 1×4000: 256 MB once
+            ({"inputs": {"pixels": [[[1] * 300] * 4]}}, "more elongated than 8:1"),
+            ({"dataframe_split": {"columns": ["dicom"], "data": [[big_dicom]]}}, "over the limit of 4096 a side"),
+            ({"dataframe_split": {"columns": ["patch"], "data": [[small]] * (limits.max_rows + 1)}},
+             f"over the limit of {limits.max_rows}; split it"),
+            ({"dataframe_split": {"columns": ["patch"], "data": [[base64.b64encode(b"abc").decode()]]}},
+             "not a square uint16 image"),
         ]  # fmt: skip
         for payload, message in bad:
             status, body = _post(f"{url}/invocations", payload)
             assert status == 400 and body["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), body
             assert message in body["message"], body["message"][-500:]
+        assert server.poll() is None  # still serving after all of it
     finally:
         _stop(server)

@@ -18,12 +18,15 @@ from entrypoints import train, train_all
 from mammo import serving, tracking
 from mammo.data.store import PreparedDataset
 from mammo.errors import ConfigError
+from mammo.model_input import patch_table
+from mammo.pixels import scale_patches
 from mammo.variants import VARIANTS
 from tests.test_pipeline import make_speck_dataset
 
 ARTIFACTS = {
     tracking.PLOT_CURVES, tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST,
-    tracking.PLOT_SAMPLES, tracking.PREDICTIONS_FILE, tracking.SUMMARY_FILE,
+    tracking.PLOT_SAMPLES, tracking.PREDICTIONS_FILE, tracking.SUMMARY_FILE, tracking.PLOT_GRADCAM_WORST,
+    tracking.PLOT_GRADCAM_CORRECT, tracking.SUBGROUPS_FILE, tracking.PLOT_SUBGROUPS,
 }  # fmt: skip
 
 
@@ -66,10 +69,13 @@ def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, 
     metrics = run.data.metrics
     end_metrics = {name + tracking.END_SUFFIX for name in tracking.TEST_METRICS}
     assert set(tracking.FINAL_METRICS) | set(tracking.EPOCH_METRICS) | end_metrics <= set(metrics)
-    for name in ("loss", "val_loss", "val_auc", "learning_rate"):
-        assert [m.step for m in client.get_metric_history(run_id, name)] == [1, 2]
-    val_accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")[:2]}
-    assert metrics["best_epoch"] in (1, 2) and metrics["val_accuracy"] == val_accuracy[metrics["best_epoch"]]
+    history = {name: client.get_metric_history(run_id, name) for name in tracking.EPOCH_METRICS}
+    assert all([m.step for m in points] == [1, 2] for points in history.values())  # exactly one point per epoch
+    best = int(metrics["best_epoch"])
+    for name in ("val_loss", "val_accuracy", "val_auc"):  # what promote ranks on is the kept epoch's value
+        assert metrics[tracking.kept_metric(name)] == {m.step: m.value for m in history[name]}[best]
+    assert best == 1 + int(np.argmin([m.value for m in history["val_loss"]]))
+    assert 0 < metrics["decision_threshold"] < 1 and metrics["fit_seconds"] > 0
     assert metrics["test_accuracy_ci_low"] <= metrics["test_accuracy"] <= metrics["test_accuracy_ci_high"]
 
     assert artifact_paths(client, run_id) >= ARTIFACTS
@@ -80,13 +86,22 @@ def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, 
     )
     test_rows = dataset40.split_indices("test")
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}")
-    assert model.metadata.get_output_schema().input_names() == [serving.OUTPUT_COLUMN]
+    assert model.metadata.get_output_schema().input_names() == [serving.OUTPUT_COLUMN, serving.LABEL_COLUMN]
+    assert model.metadata.get_input_schema().input_names() == ["dicom", "patch", "shape", "pixels"]
     raw = np.asarray(dataset40.patches[test_rows])  # (n, 40, 40) uint16, as prepared
-    served = model.predict(raw)
-    assert list(served.columns) == [serving.OUTPUT_COLUMN] and len(served) == len(test_rows)
+    served = model.predict(patch_table(raw))
+    assert list(served.columns) == [serving.OUTPUT_COLUMN, serving.LABEL_COLUMN] and len(served) == len(test_rows)
     by_index = predictions.set_index("index").loc[test_rows]
     np.testing.assert_allclose(served[serving.OUTPUT_COLUMN], by_index["probability"], atol=1e-5)
-    assert serving.load_keras(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}").input_shape == (None, 32, 32, 1)
+    threshold = serving.threshold(model)
+    assert threshold == metrics["decision_threshold"]
+    assert (served[serving.LABEL_COLUMN] == (served[serving.OUTPUT_COLUMN] > threshold)).all()
+    keras_model = serving.load_keras(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}")
+    assert keras_model.input_shape == (None, 32, 32, 1)
+    # test_loss means what Keras' val_loss means: cross-entropy + the L2 term (model5 has L2 on every conv)
+    keras_model.compile(loss="binary_crossentropy")
+    keras_loss = keras_model.evaluate(scale_patches(raw, image_size=32), dataset40.labels[test_rows], verbose=0)
+    assert metrics["test_loss"] == pytest.approx(keras_loss, rel=1e-4)
 
 
 def test_train_refuses_bad_parameters_and_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
