@@ -255,7 +255,8 @@ def log_outcome(
         model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
         image_size=config.image_size,
     )  # fmt: skip
-    speed = {"fit_seconds": result.train_seconds}
+    used = len(result.splits.val_indices) / (len(result.splits.val_indices) + len(result.splits.train_indices))
+    speed = {"fit_seconds": result.train_seconds, "val_fraction_used": used}  # patients decide the exact share
     if result.train_seconds > 0:
         speed["train_images_per_second"] = len(result.splits.train_indices) * result.epochs_run / result.train_seconds
     tracking.log_metrics(speed)

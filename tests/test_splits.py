@@ -47,3 +47,11 @@ def test_image_split_reproduces_the_published_per_image_split() -> None:
 def test_bad_split_parameters_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         split_validation(_rows(), **kwargs)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.4, 0.6, 0.9])
+def test_patient_split_honours_any_validation_fraction(fraction: float) -> None:
+    rows = _rows(patients=300, seed=1)
+    train, val = split_validation(rows, val_fraction=fraction, seed=0)
+    assert set(rows.patient_id.iloc[train]).isdisjoint(rows.patient_id.iloc[val])
+    assert len(val) / len(rows) == pytest.approx(fraction, abs=0.03)  # 0.4, 0.6, 0.9 all gave 50 % before

@@ -57,3 +57,21 @@ def test_tensors_refuse_pickled_arrays_and_name_missing_files(tmp_path: Path) ->
     np.save(tmp_path / "npy" / "public_test_tensor.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="allow_pickle=False"):
         prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out")
+
+
+def test_float_tensors_are_scaled_per_dataset_not_per_patch(tmp_path: Path) -> None:
+    _write_tensors(tmp_path / "raw", size=32)
+    for name in ("train_tensor.npy", "public_test_tensor.npy"):  # raw 16-bit values stored as float32
+        tensor = np.load(tmp_path / "raw" / name).astype(np.float32)
+        tensor[1] = 0.5  # one abnormality patch of very dark raw pixels: all ≤ 1
+        np.save(tmp_path / "raw" / name, tensor)
+    raw = prepare(source="tensors", data_dir=tmp_path / "raw", out=tmp_path / "a", image_size=32).dataset
+    assert raw.patches[0].max() <= 1  # stays dark: the dataset's maximum says the values are raw
+    assert raw.patches[1].max() > 1000
+    _write_tensors(tmp_path / "scaled", size=32)
+    for name in ("train_tensor.npy", "public_test_tensor.npy"):  # the same data divided by 65535
+        np.save(tmp_path / "scaled" / name, np.load(tmp_path / "scaled" / name).astype(np.float64) / 65535)
+    scaled = prepare(source="tensors", data_dir=tmp_path / "scaled", out=tmp_path / "b", image_size=32).dataset
+    _write_tensors(tmp_path / "ref", size=32)
+    plain = prepare(source="tensors", data_dir=tmp_path / "ref", out=tmp_path / "c", image_size=32).dataset
+    assert np.abs(scaled.patches.astype(int) - plain.patches.astype(int)).max() <= 1  # the same pixels back

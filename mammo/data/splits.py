@@ -8,6 +8,8 @@ permutation), kept to reproduce the paper.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -15,6 +17,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from mammo.errors import ConfigError
 
 SPLIT_MODES = ("patient", "image")
+FINE_FOLDS = 50  # patient folds the validation share is assembled from: ~2 % steps on a large train split
+PATIENTS_PER_FOLD = 5  # fewer folds on a small one, so each fold still holds both labels
 
 
 def split_validation(
@@ -40,11 +44,31 @@ def split_validation(
         order = rng.permutation(count)
         n_val = max(1, round(val_fraction * count))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return _patient_split(train_rows, val_fraction=val_fraction, seed=seed)
+
+
+def _patient_split(train_rows: pd.DataFrame, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped by patient, stratified by label, as close to `val_fraction` of the rows as patients allow.
+
+    StratifiedGroupKFold deals the patients into many small stratified folds (up to FINE_FOLDS, at
+    least PATIENTS_PER_FOLD patients each); the
+    first m folds, m chosen so their share of rows is nearest `val_fraction`, become validation. Any
+    fraction works (two folds of five only ever gave 50 % or 20 %), to within about one fold's size.
+    """
+    count = len(train_rows)
     groups = train_rows["patient_id"].astype(str).to_numpy()
     labels = train_rows["label"].to_numpy()
-    n_splits = min(max(2, round(1.0 / val_fraction)), len(np.unique(groups)))
-    if n_splits < 2:
+    patients = len(np.unique(groups))
+    n_folds = min(FINE_FOLDS, max(2, patients // PATIENTS_PER_FOLD), patients)
+    if n_folds < 2:
         raise ConfigError("split_by='patient' needs at least 2 patients in the train split; use split_by='image'.")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(np.zeros(count), labels, groups))
-    return np.sort(train_idx), np.sort(val_idx)
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold_of = np.empty(count, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
+        for fold, (_, rows) in enumerate(folds.split(np.zeros(count), labels, groups)):
+            fold_of[rows] = fold
+    shares = np.cumsum(np.bincount(fold_of, minlength=n_folds)) / count  # validation share with folds 0..m-1
+    taken = int(np.clip(np.argmin(np.abs(shares[:-1] - val_fraction)) + 1, 1, n_folds - 1))
+    validation = fold_of < taken
+    return np.flatnonzero(~validation), np.flatnonzero(validation)

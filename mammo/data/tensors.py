@@ -15,6 +15,7 @@ import pandas as pd
 
 from mammo.data.dicom import resize_patch
 from mammo.errors import DataError, RecordError
+from mammo.pixels import PIXEL_MAX
 
 FILES = {
     "train": ("train_tensor.npy", "train_labels.npy"),
@@ -41,14 +42,27 @@ def _load_array(path: Path) -> np.ndarray:
         ) from error
 
 
-def _to_uint16(patch: np.ndarray) -> np.ndarray:
-    """Published tensors hold 16-bit pixels, sometimes as float already scaled to [0, 1]."""
+def dataset_scale(tensors: list[np.ndarray]) -> float:
+    """One factor for the whole dataset: PIXEL_MAX when every float tensor lies in [0, 1], else 1.
+
+    Published tensors hold 16-bit pixels, sometimes as float already divided by 65535. Deciding per
+    patch would blow a dark patch of raw values (all ≤ 1) up to full brightness; the dataset's
+    maximum tells the two encodings apart. Read chunk by chunk (the tensors are memory-mapped).
+    """
+    floats = [tensor for tensor in tensors if np.issubdtype(tensor.dtype, np.floating) and tensor.size]
+    if not floats:
+        return 1.0
+    top = max(
+        float(np.nanmax(tensor[start : start + 256])) for tensor in floats for start in range(0, len(tensor), 256)
+    )
+    return float(PIXEL_MAX) if top <= 1.0 else 1.0
+
+
+def _to_uint16(patch: np.ndarray, scale: float) -> np.ndarray:
     patch = np.asarray(patch).squeeze()
     if patch.dtype == np.uint16:
         return patch
-    if np.issubdtype(patch.dtype, np.floating) and patch.size and float(np.nanmax(patch)) <= 1.0:
-        patch = patch * 65535.0
-    return np.clip(np.rint(patch), 0, 65535).astype(np.uint16)
+    return np.clip(np.rint(patch * scale), 0, PIXEL_MAX).astype(np.uint16)
 
 
 def read_tensors(
@@ -59,8 +73,12 @@ def read_tensors(
     patches: list[np.ndarray] = []
     rows: list[dict[str, object]] = []
     skipped: list[dict[str, str]] = []
+    arrays = {
+        split: (_load_array(root / tensor), _load_array(root / labels)) for split, (tensor, labels) in FILES.items()
+    }
+    scale = dataset_scale([tensor for tensor, _ in arrays.values()])
     for split, (tensor_name, label_name) in FILES.items():
-        tensor, raw_labels = _load_array(root / tensor_name), _load_array(root / label_name)
+        tensor, raw_labels = arrays[split]
         if len(tensor) != len(raw_labels):
             raise DataError(
                 f"{root / tensor_name} has {len(tensor)} patches but {label_name} has {len(raw_labels)} labels."
@@ -74,7 +92,7 @@ def read_tensors(
                         "fix the label or use --on-error skip.",
                         reason="unknown_label",
                     )
-                patch = _to_uint16(tensor[position])
+                patch = _to_uint16(tensor[position], scale)
                 if patch.ndim != 2:
                     raise RecordError(
                         f"{root / tensor_name} index {position}: expected a 2-D patch, got shape {patch.shape}.",
