@@ -26,7 +26,7 @@ def optional_str(text: str) -> str | None:
 # Flags that override one TrainConfig field each (the CLI spelling uses dashes).
 OVERRIDES = (
     "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay", "batch_size", "epochs", "patience",
-    "augment", "image_size", "seed", "split_by", "val_fraction", "standardize",
+    "augment", "image_size", "seed", "split_by", "val_fraction", "standardize", "threshold",
 )  # fmt: skip
 OVERRIDE_HELP = {
     "filters": "Conv2D filters per block, e.g. 32-64-128-256", "dense_units": "hidden Dense units (0 = none)",
@@ -36,6 +36,7 @@ OVERRIDE_HELP = {
     "augment": "augmentation strength (0 off, 1 the published ImageDataGenerator)", "image_size": "train at this side",
     "seed": "seeds everything", "split_by": "validation split by patient or image", "val_fraction": "e.g. 0.2",
     "standardize": "true/false: centre and scale the input with the train split's mean/std",
+    "threshold": "decision threshold chosen on validation: fixed (0.5), youden or sensitivity:<target, e.g. 0.9>",
 }  # fmt: skip
 
 

@@ -76,6 +76,9 @@ def prepare_options(
         raise ConfigError(f"--image-size must be between 16 and 1024 pixels, got {image_size}.")
     if source != "synthetic" and data_dir is None:
         raise ConfigError(f"--source {source} needs --data-dir (the DICOM tree or the folder of .npy files).")
+    for flag, folder in (("--data-dir", data_dir), ("--csv-dir", csv_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder} is not a folder; pass the folder that holds the download.")
     options: dict[str, Any] = {"source": source, "image_size": image_size, "seed": seed, "on_error": on_error}
     if source == "synthetic":
         from mammo.data.synthetic import DEFAULT_CASES
