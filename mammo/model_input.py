@@ -152,9 +152,10 @@ def _shape_of(shape: Any, byte_count: int) -> tuple[int, int]:
 
 
 def _patch_row(value: Any, shape: Any, *, size: int, limits: Limits) -> np.ndarray:
-    if isinstance(value, str):
+    if not isinstance(value, bytes | bytearray | memoryview):
         raise RecordError(
-            "patch must be binary (base64 in a JSON dataframe_split/records payload, bytes from Python).",
+            f"patch must be binary (base64 in a JSON dataframe_split/records payload, bytes from Python), "
+            f"got {type(value).__name__}.",
             reason="bad_patch",
         )
     data = bytes(value)

@@ -95,7 +95,7 @@ def _read_one_csv(path: Path) -> pd.DataFrame:
     table = table.replace("", np.nan)
     for column in ("abnormality_id", "breast_density", "assessment", "subtlety"):
         if column in table:
-            table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+            table[column] = _whole_numbers(table[column])
     bad = table.index[table["abnormality_id"].isna()]
     if len(bad):
         raise DataError(f"{path} row {bad[0] + 1}: 'abnormality id' is not a whole number; fix or re-download the CSV.")
@@ -114,6 +114,13 @@ def _read_one_csv(path: Path) -> pd.DataFrame:
         if kind == "crop":
             table["case_id"] = parsed.str[0]
     return table.reindex(columns=CASE_COLUMNS)
+
+
+def _whole_numbers(column: pd.Series) -> pd.Series:
+    """Numbers as nullable integers; text, fractions and infinities become missing (NA), never an error."""
+    values = pd.to_numeric(column, errors="coerce")
+    whole = np.isfinite(values) & (values == np.round(values))
+    return values.where(whole).astype("Int64")
 
 
 def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:

@@ -243,17 +243,24 @@ def open_prepared(path: str | Path) -> PreparedDataset:
             raise _incomplete(root, f"{name} is missing")
     try:
         info = json.loads((root / INFO_FILE).read_text())
-    except ValueError as error:
+    except (ValueError, UnicodeDecodeError) as error:
         raise _incomplete(root, f"{INFO_FILE} is not valid JSON: {error}") from error
+    if not isinstance(info, dict) or not isinstance(info.get("files", {}), dict):
+        raise _incomplete(root, f"{INFO_FILE} is not a dataset description")
     for name, record in info.get("files", {}).items():  # datasets prepared before 0.2 carry no records
-        size = (root / name).stat().st_size
-        if size != record["bytes"]:
-            raise _incomplete(root, f"{name} has {size} bytes, {INFO_FILE} says {record['bytes']}")
+        size = (root / name).stat().st_size if (root / name).is_file() else None
+        if not isinstance(record, dict) or size != record.get("bytes"):
+            raise _incomplete(root, f"{name} has {size} bytes, {INFO_FILE} says {record}")
     try:
         patches = np.load(root / PATCHES_FILE, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
+    except (ValueError, EOFError, OSError) as error:
         raise _incomplete(root, f"{PATCHES_FILE} is not a numpy array: {error}") from error
-    manifest = pd.read_csv(root / MANIFEST_FILE, dtype={"patient_id": str, "case_id": str})
+    if patches.ndim != 3 or patches.dtype != np.uint16:
+        raise _incomplete(root, f"{PATCHES_FILE} holds {patches.dtype} {patches.shape}, not uint16 (N, S, S)")
+    try:
+        manifest = pd.read_csv(root / MANIFEST_FILE, dtype={"patient_id": str, "case_id": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise _incomplete(root, f"{MANIFEST_FILE} is not a readable CSV: {error}") from error
     extra = [column for column in manifest.columns if column not in MANIFEST_COLUMNS]
     manifest = manifest.reindex(columns=[*MANIFEST_COLUMNS, *extra])  # older datasets lack newer columns
     if len(manifest) != len(patches):

@@ -36,7 +36,7 @@ def _load_array(path: Path) -> np.ndarray:
         )
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
-    except ValueError as error:
+    except (ValueError, EOFError, OSError) as error:  # pickled, empty, truncated or not a .npy at all
         raise DataError(
             f"{path} is not a plain numpy array ({error}); re-save it with np.save(..., allow_pickle=False)."
         ) from error
