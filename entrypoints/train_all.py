@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints import add_config_arguments, config_from_args, optional_str, parse, report_errors
+from entrypoints import add_config_arguments, config_from_args, optional_int, optional_str, parse, report_errors
 from mammo.data.prepare import open_dataset
-from mammo.series import parse_seeds, parse_variants, train_series
+from mammo.series import parse_seeds, parse_variants, train_series, with_folds
 from mammo.variants import TrainConfig
 
 
@@ -19,6 +19,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants", type=optional_str, help="comma-separated subset, e.g. model3,model5 (default: all six)"
     )
+    parser.add_argument(
+        "--folds", type=optional_int, default=0,
+        help="cross-validate every variant on K patient-grouped folds of the train split (default 0: off)",
+    )  # fmt: skip
     add_config_arguments(parser)
     return parse(parser, argv)
 
@@ -27,7 +31,8 @@ def plan(args: argparse.Namespace) -> list[TrainConfig]:
     """Every (variant, seed) config, all validated before the first one trains."""
     first = int(args.seed) if args.seed not in (None, "") else 0
     seeds = parse_seeds(args.seeds, first=first)
-    return [config_from_args(args, variant=v, seed=s) for v in parse_variants(args.variants) for s in seeds]
+    configs = [config_from_args(args, variant=v, seed=s) for v in parse_variants(args.variants) for s in seeds]
+    return with_folds(configs, args.folds)
 
 
 @report_errors("train_all")

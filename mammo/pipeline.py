@@ -55,8 +55,9 @@ def make_datasets(dataset: PreparedDataset, config: TrainConfig) -> Splits:
             "prepare a larger dataset."
         )
     train_pos, val_pos = split_validation(
-        dataset.manifest.iloc[train_rows], val_fraction=config.val_fraction, seed=config.seed, split_by=config.split_by
-    )
+        dataset.manifest.iloc[train_rows], val_fraction=config.val_fraction, seed=config.seed,
+        split_by=config.split_by, fold=config.fold, folds=config.folds,
+    )  # fmt: skip
     build = functools.partial(_batched, dataset=dataset, config=config)
     train_idx, val_idx = train_rows[train_pos], train_rows[val_pos]
     return Splits(

@@ -7,6 +7,7 @@ and each variant's McNemar p against model5 on the same test patches.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Sequence
 
@@ -42,10 +43,24 @@ def parse_variants(text: str | None) -> list[str]:
     return names
 
 
+def with_folds(configs: Sequence[TrainConfig], folds: int) -> list[TrainConfig]:
+    """Every config once per cross-validation fold (folds=0: the configs as they are)."""
+    if folds == 0:
+        return list(configs)
+    if folds < 2:
+        raise ConfigError(f"--folds {folds}: give 0 (no cross-validation) or at least 2 folds.")
+    return [dataclasses.replace(config, folds=folds, fold=fold) for config in configs for fold in range(folds)]
+
+
 def train_series(
     configs: Sequence[TrainConfig], dataset: PreparedDataset, *, experiment: str | None = None
 ) -> tuple[str, pd.DataFrame]:
-    """Train every config as a child run of one parent; returns (parent run id, the comparison table)."""
+    """Train every config as a child run of one parent; returns (parent run id, the comparison table).
+
+    With cross-validation configs (`with_folds`), each fold's model is one more replicate in the
+    test comparison, and the parent also gets the CV table (`crossval.cv_table`) and the pairwise
+    corrected p-values between variants.
+    """
     import keras
 
     from mammo import reports
@@ -66,11 +81,34 @@ def train_series(
                 config, dataset, nested=True, parent_run_id=parent.info.run_id, experiment=experiment
             )
             labels = dataset.labels[result.splits.test_indices]
-            results.append({"variant": config.variant, "seed": config.seed, "run_id": run_id, "metrics": metrics,
+            replicate = (
+                f"{config.seed}/fold{config.fold}" if config.folds else config.seed
+            )  # pairs runs across variants
+            results.append({"variant": config.variant, "seed": replicate, "run_id": run_id, "metrics": metrics,
                             "probabilities": np.asarray(result.probabilities), "labels": labels})  # fmt: skip
             del result
             keras.backend.clear_session()  # free the finished model's graph before the next variant
             gc.collect()
         table = reports.comparison_table(results)
-        reports.log_comparison(table)
+        reports.log_comparison(table, data_source=dataset.source)
+        if configs[0].folds:
+            log_cross_validation(results, folds=configs[0].folds)
     return parent.info.run_id, table
+
+
+def log_cross_validation(results: list[dict], *, folds: int) -> pd.DataFrame:
+    """The CV table, its markdown and the pairwise p-values, on the active (parent) run."""
+    from mammo import crossval, reports
+
+    rows = [{"variant": r["variant"], "fold": str(r["seed"])} | {m: r["metrics"].get(m) for m in crossval.CV_METRICS}
+            for r in results]  # fmt: skip
+    per_fold = pd.DataFrame(rows)
+    ratio = 1.0 / (folds - 1)  # validation / training patches of one fold
+    table = crossval.cv_table(per_fold, val_to_train=ratio)
+    tracking.log_dataframe(table, tracking.CV_FILE)
+    tracking.log_dataframe(crossval.pairwise_p(per_fold, val_to_train=ratio).reset_index(names="variant"),
+                           tracking.CV_PAIRWISE_FILE)  # fmt: skip
+    note = (f"{folds}-fold patient-grouped cross-validation of the train split; kept-checkpoint validation scores, "
+            "mean ± sd over folds; p: Nadeau–Bengio corrected paired t-test on val AUC.\n\n")  # fmt: skip
+    tracking.log_text(note + reports.markdown_table(table), tracking.CV_MARKDOWN)
+    return table

@@ -72,6 +72,9 @@ SKIP_REPORT_FILE = "skip_report.csv"
 PLOT_COMPARISON = "plots/comparison.png"
 COMPARISON_FILE = "comparison.csv"
 COMPARISON_MARKDOWN = "comparison.md"
+CV_FILE = "cv_comparison.csv"  # train_all --folds: mean ± sd of kept val AUC/accuracy per variant, corrected p
+CV_MARKDOWN = "cv_comparison.md"
+CV_PAIRWISE_FILE = "cv_pairwise_p.csv"  # corrected paired p on val AUC between every two variants
 MCNEMAR_PREFIX = "mcnemar_p_"  # + variant: McNemar p vs model5, logged on the train_all parent run
 
 

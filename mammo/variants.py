@@ -93,6 +93,8 @@ class TrainConfig:
     schedule: str = "quick"
     standardize: bool = False  # input (x − mean) / std of the training split, after the /65535 scaling
     threshold: str = "fixed"  # decision threshold, chosen on validation: fixed (0.5), youden, sensitivity:<target>
+    folds: int = 0  # cross-validation (train_all --folds): validation is fold `fold` of `folds` patient folds
+    fold: int = 0
 
     def params(self) -> dict[str, str | int | float]:
         """The run's MLflow params (tracking.PARAM_NAMES less the data ones, + schedule/precision/optimizer)."""
@@ -222,6 +224,8 @@ def _validate(config: TrainConfig) -> None:
         (config.seed >= 0, "seed", "≥ 0"),
         (config.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
         (_threshold_ok(config.threshold), "threshold", "fixed (0.5), youden, or sensitivity:<target in (0, 1]>"),
+        (config.folds == 0 or config.folds >= 2, "folds", "0 (no cross-validation) or ≥ 2"),
+        (0 <= config.fold < max(config.folds, 1), "fold", "in 0..folds-1"),
     ]  # fmt: skip
     for ok, name, allowed in checks:
         if not ok:

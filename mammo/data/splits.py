@@ -22,8 +22,9 @@ PATIENTS_PER_FOLD = 5  # fewer folds on a small one, so each fold still holds bo
 
 
 def split_validation(
-    train_rows: pd.DataFrame, *, val_fraction: float = 0.2, seed: int = 0, split_by: str = "patient"
-) -> tuple[np.ndarray, np.ndarray]:
+    train_rows: pd.DataFrame, *, val_fraction: float = 0.2, seed: int = 0, split_by: str = "patient",
+    fold: int | None = None, folds: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Return positional (train, validation) indices into `train_rows`.
 
     Args:
@@ -31,7 +32,11 @@ def split_validation(
         val_fraction: share of rows (approximately, when grouped) that goes to validation.
         seed: makes the split reproducible.
         split_by: "patient" (grouped, stratified) or "image" (the published per-image split).
+        fold, folds: cross-validation: fold `fold` of `folds` patient-grouped, stratified folds is the
+            validation split (val_fraction is then 1/folds); the same seed gives every variant the same folds.
     """
+    if folds:
+        return cross_validation_fold(train_rows, fold=int(fold or 0), folds=folds, seed=seed)
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction=}.")
     if split_by not in SPLIT_MODES:
@@ -72,3 +77,21 @@ def _patient_split(train_rows: pd.DataFrame, *, val_fraction: float, seed: int) 
     taken = int(np.clip(np.argmin(np.abs(shares[:-1] - val_fraction)) + 1, 1, n_folds - 1))
     validation = fold_of < taken
     return np.flatnonzero(~validation), np.flatnonzero(validation)
+
+
+def cross_validation_fold(
+    train_rows: pd.DataFrame, *, fold: int, folds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions of fold `fold` of `folds` patient-grouped, label-stratified folds."""
+    groups = train_rows["patient_id"].astype(str).to_numpy()
+    if not 2 <= folds <= len(np.unique(groups)):
+        raise ConfigError(f"folds={folds}: need between 2 and the number of train patients ({len(np.unique(groups))}).")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"fold={fold} must lie in 0..{folds - 1}.")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        train, validation = list(splitter.split(np.zeros(len(train_rows)), train_rows["label"].to_numpy(), groups))[
+            fold
+        ]
+    return np.sort(train), np.sort(validation)
