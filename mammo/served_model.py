@@ -5,8 +5,6 @@ MLflow runs it when the model loads, with the model's own copy of the `mammo` pa
 without this checkout and without unpickling any of our classes.
 """
 
-from mlflow.models import set_model
-
-from mammo.serving import PatchClassifier
+from mammo.serving import PatchClassifier, set_model
 
 set_model(PatchClassifier())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -36,3 +40,38 @@ def shared_cbis() -> Path:
     if not SHARED_CBIS.is_dir():
         pytest.fail(f"reference data not found at {SHARED_CBIS}: clone the repo beside ../shared")
     return SHARED_CBIS
+
+
+MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
+
+
+def make_dicom(
+    pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 16, series: str | None = None,
+    study: str | None = None, patient: str = "TEST", **attrs: object,
+) -> bytes:  # fmt: skip
+    """A minimal valid greyscale DICOM file (bytes) holding `pixels` as uint16; any header keyword in `attrs`."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MAMMOGRAPHY
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = MAMMOGRAPHY, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.Modality, ds.SeriesDescription = patient, "MG", "test image"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study or generate_uid(), series or generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
+    """Every artifact file of a run (recursively), as paths relative to the run's artifact root."""
+    found: set[str] = set()
+    for item in mlflow.MlflowClient().list_artifacts(run_id, path):
+        found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return found

@@ -13,9 +13,10 @@ from scipy import stats
 from entrypoints import train_all
 from mammo import crossval, tracking
 from mammo.data.splits import split_validation
+from tests.conftest import artifact_paths
 from tests.test_pipeline import make_speck_dataset
 from tests.test_splits import _rows
-from tests.test_train_entry import artifact_paths, only_run
+from tests.test_train_entry import only_run
 
 
 def test_the_corrected_t_test_is_wider_than_the_plain_paired_one() -> None:
@@ -63,9 +64,7 @@ def test_train_all_with_folds_logs_mean_sd_and_a_paired_test(tmp_path: Path) -> 
     assert sorted((c.data.params["variant"], c.data.params["fold"]) for c in children) == sorted(
         (variant, str(fold)) for variant in ("model1", "model5") for fold in range(2)
     )
-    assert {tracking.CV_FILE, tracking.CV_MARKDOWN, tracking.CV_PAIRWISE_FILE} <= artifact_paths(
-        mlflow.MlflowClient(), parent.info.run_id
-    )
+    assert {tracking.CV_FILE, tracking.CV_MARKDOWN, tracking.CV_PAIRWISE_FILE} <= artifact_paths(parent.info.run_id)
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=tracking.CV_FILE))
     table = table.set_index("variant")
     model1 = [c.data.metrics["kept_val_auc"] for c in children if c.data.params["variant"] == "model1"]

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import JPEG2000Lossless
 
 from mammo.data.dicom import (
     crop_around_mask,
@@ -20,31 +19,10 @@ from mammo.data.dicom import (
     resize_patch,
 )
 from mammo.errors import RecordError
+from tests.conftest import make_dicom
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "dicom"
 REAL_CROP = REAL / "Mass-Test_P_00016_LEFT_CC_1" / "10-04-2016-DDSM-09887" / "1-cropped images-26184" / "000001.dcm"
-MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
-
-
-def make_dicom(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 16, **attrs) -> bytes:
-    """A minimal valid greyscale DICOM file (bytes) holding `pixels` as uint16."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MAMMOGRAPHY
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = MAMMOGRAPHY, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Modality, ds.SeriesDescription = "TEST", "MG", "test image"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def ramp(rows: int = 16, cols: int = 12, top: int = 65535) -> np.ndarray:

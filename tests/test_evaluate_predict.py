@@ -8,7 +8,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from PIL import Image
 
 from entrypoints import evaluate as evaluate_entry
@@ -17,13 +16,10 @@ from entrypoints import promote as promote_entry
 from mammo import promotion, tracking
 from mammo.training import train_run
 from mammo.variants import make_config
+from tests.conftest import artifact_paths
 from tests.test_registry import CALC_MEANS, SIZE, make_dataset
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
-
-
-def _artifacts(run_id: str, path: str | None = None) -> set[str]:
-    return {item.path for item in MlflowClient().list_artifacts(run_id, path)}
 
 
 def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, capsys) -> None:
@@ -45,10 +41,13 @@ def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, ca
     assert metrics["accuracy_score"] == pytest.approx(trained["test_accuracy"])  # mlflow.models.evaluate's own
     assert metrics["true_positives"] + metrics["false_negatives"] == len(CALC_MEANS)
     assert evaluation_run.data.params["data_digest"] == dataset.digest
-    assert {tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST} <= _artifacts(
-        evaluation_run.info.run_id, "plots"
-    )
-    assert tracking.PREDICTIONS_FILE in _artifacts(evaluation_run.info.run_id)
+    assert {
+        tracking.PLOT_CONFUSION,
+        tracking.PLOT_ROC,
+        tracking.PLOT_CALIBRATION,
+        tracking.PLOT_WORST,
+    } <= artifact_paths(evaluation_run.info.run_id, "plots")
+    assert tracking.PREDICTIONS_FILE in artifact_paths(evaluation_run.info.run_id)
     assert evaluate_entry.main(["--model-uri", "models:/mammo-cnn@nobody"]) == 2
     assert "nobody" in capsys.readouterr().err
 

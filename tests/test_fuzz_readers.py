@@ -23,8 +23,7 @@ from mammo.data import cbis, dicom, tensors
 from mammo.data.store import load_prepared
 from mammo.errors import MammoError
 from mammo.model_input import patches_from_input
-from tests.conftest import SHARED_CBIS
-from tests.test_dicom import make_dicom
+from tests.conftest import SHARED_CBIS, make_dicom
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID_DICOM = make_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8) * 500)

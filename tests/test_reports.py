@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from mammo import evaluation, reports, tracking
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
+from tests.conftest import artifact_paths
 
 SPLITS = ["train"] * 6 + ["test"] * 6
 LABELS = [0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1]
@@ -31,13 +32,6 @@ def dataset(tmp_path: Path) -> PreparedDataset:
     manifest["abnormality_type"] = ["mass" if label == 0 else "calcification" for label in LABELS]
     manifest["split"] = SPLITS
     return write_prepared(tmp_path / "prepared", patches=patches, manifest=manifest, source="test", options={})
-
-
-def _artifacts(run_id: str, path: str | None = None) -> set[str]:
-    found = set()
-    for info in MlflowClient().list_artifacts(run_id, path):
-        found |= _artifacts(run_id, info.path) if info.is_dir else {info.path}
-    return found
 
 
 def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: PreparedDataset) -> None:
@@ -74,8 +68,10 @@ def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: Prep
     end_files = {reports.artifact_name(name, suffix=tracking.END_SUFFIX) for name in report_files}
     assert "plots/worst_end.png" in end_files
     # plots=False logged no `train_` files
-    assert _artifacts(run.info.run_id) == {tracking.PLOT_CURVES, tracking.PLOT_SAMPLES} | report_files | end_files
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions.csv"))
+    assert artifact_paths(run.info.run_id) == {tracking.PLOT_CURVES, tracking.PLOT_SAMPLES} | report_files | end_files
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions.csv")
+    )
     assert table["index"].tolist() == sorted(test_rows)
     assert table["probability"].tolist() == pytest.approx(probabilities.ravel()[::-1])
     assert table["worst"].sum() == logged["test_worst"]
@@ -126,7 +122,7 @@ def test_log_saliency_logs_both_figures_under_the_report_names(dataset: Prepared
             model=_tiny_conv_model(8), dataset=dataset, indices=dataset.split_indices("test"),
             probabilities=SALIENCY_PROBABILITIES, suffix=tracking.END_SUFFIX,
         )  # fmt: skip
-    assert _artifacts(run.info.run_id) == {"plots/gradcam_worst_end.png", "plots/gradcam_correct_end.png"}
+    assert artifact_paths(run.info.run_id) == {"plots/gradcam_worst_end.png", "plots/gradcam_correct_end.png"}
 
 
 def test_artifact_names_follow_prefix_and_suffix() -> None:
@@ -212,7 +208,7 @@ def test_log_comparison_logs_table_markdown_plot_and_p_values() -> None:
         tracking.log_params({"data_source": "synthetic"})  # as train_all logs it on the parent run
         reports.log_comparison(table)
     run_id = run.info.run_id
-    assert _artifacts(run_id) == {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON}
+    assert artifact_paths(run_id) == {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON}
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["mcnemar_p_model0"] == pytest.approx(table["mcnemar_p_vs_model5"][0])
     assert metrics["mcnemar_p_model5"] == 1.0

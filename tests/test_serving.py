@@ -27,7 +27,7 @@ import pytest
 from mammo import promotion, serving, tracking
 from mammo.data.dicom import patch_from_dicom
 from mammo.model_input import LIMITS
-from tests.test_dicom import make_dicom
+from tests.conftest import make_dicom
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"

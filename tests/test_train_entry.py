@@ -21,6 +21,7 @@ from mammo.errors import ConfigError
 from mammo.model_input import patch_table
 from mammo.pixels import scale_patches
 from mammo.variants import VARIANTS
+from tests.conftest import artifact_paths
 from tests.test_pipeline import make_speck_dataset
 
 ARTIFACTS = {
@@ -34,13 +35,6 @@ ARTIFACTS = {
 def dataset40(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
     """Prepared at 40×40 and trained at 32×32, so the pipeline's and the served model's resize are exercised."""
     return make_speck_dataset(tmp_path_factory.mktemp("d40") / "prepared", size=40, train_patients=16, test_patients=5)
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    found: set[str] = set()
-    for item in client.list_artifacts(run_id, path):
-        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return found
 
 
 def only_run(**filters: str) -> mlflow.entities.Run:
@@ -78,7 +72,7 @@ def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, 
     assert 0 < metrics["decision_threshold"] < 1 and metrics["fit_seconds"] > 0
     assert metrics["test_accuracy_ci_low"] <= metrics["test_accuracy"] <= metrics["test_accuracy_ci_high"]
 
-    assert artifact_paths(client, run_id) >= ARTIFACTS
+    assert artifact_paths(run_id) >= ARTIFACTS
     assert run.inputs.dataset_inputs[0].dataset.digest == dataset40.digest
 
     predictions = pd.read_csv(
@@ -122,8 +116,7 @@ def test_train_all_trains_six_children_under_one_parent_and_compares_them(tmp_pa
     )  # fmt: skip
     assert sorted(child.data.params["variant"] for child in children) == sorted(VARIANTS)
     assert all(child.data.params["epochs"] == "1" and "test_accuracy" in child.data.metrics for child in children)
-    client = MlflowClient()
-    files = artifact_paths(client, parent.info.run_id)
+    files = artifact_paths(parent.info.run_id)
     assert {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN, tracking.PLOT_COMPARISON} <= files
     table = pd.read_csv(
         mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=tracking.COMPARISON_FILE)

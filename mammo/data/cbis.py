@@ -26,7 +26,7 @@ import pandas as pd
 
 from mammo.data.dicom import crop_around_mask, is_roi_mask, patch_from_dicom, read_pixels, resize_patch
 from mammo.data.dicom_index import index_tree, make_pool, ordered_map
-from mammo.data.store import MANIFEST_COLUMNS as STORE_COLUMNS
+from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
 
 # The four files as TCIA names them, in the order rows are read; the split comes from the name.
@@ -54,7 +54,7 @@ CASE_COLUMNS = [
     "image_path", "crop_path", "roi_path", "image_study_uid", "image_series_uid", "crop_study_uid", "crop_series_uid",
     "roi_study_uid", "roi_series_uid", "csv_file", "csv_row",
 ]  # fmt: skip
-MANIFEST_COLUMNS = [column for column in STORE_COLUMNS if column != "index"]  # write_prepared numbers `index`
+ROW_COLUMNS = [column for column in MANIFEST_COLUMNS if column != "index"]  # write_prepared numbers `index`
 # Density and subtlety are nullable: a CSV cell may be empty, and the manifest keeps it empty, not 0.
 MANIFEST_TYPES = {"abnormality_id": "int64", "label": "int64", "breast_density": "Int64", "subtlety": "Int64"}
 SKIP_HINT = "or use --on-error skip to skip and count such rows"
@@ -145,7 +145,7 @@ def read_case_descriptions(csv_dir: str | Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- patches (may run on worker processes)
 
-Candidate = tuple[str, int, int]  # (absolute path, rows, columns)
+SeriesFile = tuple[str, int, int]  # (absolute path, rows, columns)
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ class PatchTask:
     mode: str  # "crop" | "roi"
     size: int
     margin: float
-    candidates: tuple[Candidate, ...]  # files of the crop/ROI-mask series
-    full_candidates: tuple[Candidate, ...]  # roi mode: files of the full mammogram's series, largest first
+    candidates: tuple[SeriesFile, ...]  # files of the crop/ROI-mask series
+    full_candidates: tuple[SeriesFile, ...]  # roi mode: files of the full mammogram's series, largest first
     unreadable: tuple[str, ...]  # unreadable files in this row's case folders
 
 
@@ -229,7 +229,7 @@ class IngestResult:
     """Patches in CSV order, their manifest rows, and every skipped row with its reason."""
 
     patches: np.ndarray  # (N, S, S) uint16
-    manifest: pd.DataFrame  # MANIFEST_COLUMNS
+    manifest: pd.DataFrame  # ROW_COLUMNS (the manifest before write_prepared numbers it)
     skipped: list[dict[str, Any]]  # {"csv_file", "csv_row", "file", "reason", "message"}
     index: pd.DataFrame | None = None  # the DICOM index the rows were matched against
 
@@ -243,8 +243,8 @@ class _Tree:
 
     def __init__(self, index: pd.DataFrame, root: Path) -> None:
         self.root = str(root)
-        self.by_series: dict[str, list[Candidate]] = {}
-        self.by_path: dict[str, Candidate] = {}
+        self.by_series: dict[str, list[SeriesFile]] = {}
+        self.by_path: dict[str, SeriesFile] = {}
         self.unreadable: dict[str, list[str]] = {}
         for rec in index.itertuples(index=False):
             if rec.error == "unreadable_dicom":
@@ -256,9 +256,9 @@ class _Tree:
             self.by_series.setdefault(rec.series_uid, []).append(candidate)
             self.by_path[os.path.normpath(rec.path)] = candidate
 
-    def files(self, row: Any, kinds: Sequence[str]) -> list[Candidate]:
+    def files(self, row: Any, kinds: Sequence[str]) -> list[SeriesFile]:
         """Files of the rows' series (by header UID) plus any file at the CSV's literal path."""
-        found: dict[str, Candidate] = {}
+        found: dict[str, SeriesFile] = {}
         for kind in kinds:
             path = getattr(row, f"{kind}_path")
             literal = self.by_path.get(os.path.normpath(os.path.join(self.root, path))) if _is_text(path) else None
@@ -323,7 +323,7 @@ def _collect(
         outcome = next(outcomes) if isinstance(plan, PatchTask) else None
         if outcome is not None and outcome.patch is not None:
             patches.append(outcome.patch)
-            used.append({column: getattr(row, column, None) for column in MANIFEST_COLUMNS})
+            used.append({column: getattr(row, column, None) for column in ROW_COLUMNS})
             used[-1]["source_file"] = tree.relative(outcome.file)
             continue
         reason, detail, file = _problem(row, outcome, tree) if outcome is not None else plan
@@ -393,6 +393,6 @@ def ingest_cbis(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         _read_full.cache_clear()  # do not keep two full mammograms alive after ingest
-    manifest = pd.DataFrame(used, columns=MANIFEST_COLUMNS).astype(MANIFEST_TYPES)
+    manifest = pd.DataFrame(used, columns=ROW_COLUMNS).astype(MANIFEST_TYPES)
     stacked = np.stack(patches) if patches else np.zeros((0, image_size, image_size), np.uint16)
     return IngestResult(patches=stacked, manifest=manifest, skipped=skipped, index=index)

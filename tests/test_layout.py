@@ -1,0 +1,84 @@
+"""The house's layout holds: no import cycle in `mammo`, MLflow imported only in its own rooms, thin entry points."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "mammo"
+MLFLOW_ROOMS = {"mammo.tracking", "mammo.registry", "mammo.serving"}
+ENTRY_POINT_MAX_LINES = 80
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: {imported for imported in _imports(path) if imported in modules and imported != name}
+            for name, path in modules.items()}  # fmt: skip
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node], _ = 1, path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node], _ = 2, path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_walk_finds_a_cycle_when_there_is_one() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = _graph()
+    assert {"mammo.precision", "mammo.variants", "mammo.pipeline"} <= set(graph)
+    assert _cycle(graph) is None, " → ".join(_cycle(graph) or [])
+
+
+def test_mlflow_is_imported_only_by_tracking_registry_and_serving() -> None:
+    importers = {name for name, path in ((_module_name(p), p) for p in PACKAGE.rglob("*.py"))
+                 if any(module == "mlflow" or module.startswith("mlflow.") for module in _imports(path))}  # fmt: skip
+    assert importers == MLFLOW_ROOMS
+    entry_importers = [p.name for p in (REPO_ROOT / "entrypoints").glob("*.py") if any(
+        m == "mlflow" or m.startswith("mlflow.") for m in _imports(p))]  # fmt: skip
+    assert entry_importers == []
+
+
+def test_entry_points_only_parse_and_report() -> None:
+    sizes = {path.name: len(path.read_text().splitlines()) for path in (REPO_ROOT / "entrypoints").glob("*.py")}
+    assert {
+        name: lines for name, lines in sizes.items() if lines > ENTRY_POINT_MAX_LINES and name != "__init__.py"
+    } == {}
+    for path in (REPO_ROOT / "entrypoints").glob("*.py"):
+        assert not any(m.startswith("entrypoints.") for m in _imports(path)), f"{path.name} imports another entry point"
