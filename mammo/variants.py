@@ -100,6 +100,8 @@ class TrainConfig:
         """The run's MLflow params (tracking.PARAM_NAMES less the data ones, + schedule/precision/optimizer)."""
         values = dataclasses.asdict(self)
         values["filters"] = "-".join(str(count) for count in self.filters)
+        if not self.folds:  # fold/folds only mean something in a cross-validated run
+            del values["fold"], values["folds"]
         return values
 
 
