@@ -25,6 +25,7 @@ Module map (one line each):
     search       Optuna space, storage, sampler, pruner, study loading (Optuna only)
     study        the search run: each trial a nested MLflow run, the best trial's model
     study_report the study's parent run: summary, Optuna plots, McNemar vs Model 5
+    workers      several study workers: the study-wide trial budget, dead workers' trials (Optuna only)
     gate         the promotion gate: better by min_delta and not worse by McNemar (pure)
     registry     register, promote, aliases
     serving      pyfunc wrapper: DICOM or pixel arrays in, probabilities out

@@ -8,9 +8,12 @@ Storage forms, chosen by the shape of `--storage`:
     sqlite:///optuna.db                one process (the default; `optuna-dashboard sqlite:///optuna.db`)
     journal:./optuna.journal, *.journal, *.log
                                        several processes on one machine (a lock-protected append-only file)
-    postgresql://user:pw@host/db       many machines; any SQLAlchemy URL works (mysql+pymysql://…)
+    postgresql://user@host/db          many machines; any SQLAlchemy URL works (mysql+pymysql://…)
+Leave the password out of a PostgreSQL URL: libpq reads it from PGPASSWORD or ~/.pgpass, and a URL
+that carries one ends up in shell history and, under `mlflow run`, in the tracking store.
 RDB storages get heartbeats, and a trial whose worker died (no heartbeat for `grace_period`
-seconds) is marked failed and re-queued with the same parameters, up to `max_retry` times.
+seconds) is marked failed and re-queued with the same parameters, up to `max_retry` times
+(`mammo.workers` for the budget shared by several workers and for dead workers' trials).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.samplers import BaseSampler
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from mammo.errors import ConfigError
+from mammo.workers import StaleTrialCallback
 
 DEFAULT_STUDY_NAME = "mammo-model5-search"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -159,32 +163,59 @@ def describe_storage(storage: str) -> str:
     if storage_kind(storage) == "rdb":
         from sqlalchemy.engine import make_url
 
-        return make_url(storage).render_as_string(hide_password=True)
+        return make_url(rdb_url(storage)).render_as_string(hide_password=True)
     return storage
 
 
-def rdb_url(storage: str) -> str:
-    """`postgresql://…` → `postgresql+psycopg2://…` when only psycopg2 is installed.
+def storage_has_password(storage: str) -> bool:
+    """Whether an RDB URL carries a password (postgresql://user:secret@host/db)."""
+    if storage_kind(storage) != "rdb":
+        return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    SQLAlchemy 2.1 made psycopg 3 the default PostgreSQL driver, while the project's `postgres`
-    extra installs psycopg2-binary; a URL that names its driver is left as it is.
+    try:
+        return make_url(rdb_url(storage)).password is not None
+    except ArgumentError:
+        return False
+
+
+def rdb_url(storage: str) -> str:
+    """A PostgreSQL URL as users write it, for SQLAlchemy: `postgres://` → `postgresql://`, and the
+    psycopg2 driver named when psycopg 3 is missing.
+
+    SQLAlchemy 2.1 maps a plain `postgresql://` to psycopg 3 (the `team` extra); with only
+    psycopg2-binary installed (the `postgres` extra) the same URL still works. A URL that names its
+    driver (`postgresql+psycopg2://`) is left as it is; SQLAlchemy refuses Heroku's `postgres://`.
     """
     import importlib.util
 
     scheme, _, rest = storage.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return storage
     only_psycopg2 = importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None
-    if scheme in ("postgresql", "postgres") and only_psycopg2:
-        return f"postgresql+psycopg2://{rest}"
-    return storage
+    return f"postgresql+psycopg2://{rest}" if only_psycopg2 else f"postgresql://{rest}"
+
+
+def storage_file(storage: str) -> Path | None:
+    """The file behind a journal or SQLite storage (None for a server or an in-memory database)."""
+    if storage_kind(storage) == "journal":
+        return Path(storage.removeprefix(JOURNAL_PREFIX)).expanduser()
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage.removeprefix("sqlite:///")).expanduser()
+    return None
 
 
 def open_storage(
     storage: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
-    max_retry: int = MAX_RETRY,
+    max_retry: int = MAX_RETRY, on_stale: Callable[[FrozenTrial], None] | None = None,
 ) -> BaseStorage:  # fmt: skip
-    """The Optuna storage for a `--storage` string (forms in the module docstring)."""
+    """The Optuna storage for a `--storage` string (forms in the module docstring).
+
+    `on_stale(trial)` runs after a dead worker's trial is failed and re-queued (RDB storages).
+    """
     if storage_kind(storage) == "journal":
-        path = Path(storage.removeprefix(JOURNAL_PREFIX)).expanduser()
+        path = storage_file(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if heartbeat_interval <= 0 or grace_period <= heartbeat_interval:
@@ -201,7 +232,7 @@ def open_storage(
         try:
             return RDBStorage(
                 rdb_url(storage), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                heartbeat_stale_trial_callback=StaleTrialCallback(max_retry=max_retry, on_stale=on_stale),
             )  # fmt: skip
         except ImportError as error:
             raise ConfigError(f"--storage {storage.split('://')[0]}://… needs its database driver: {error}") from error

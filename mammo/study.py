@@ -6,7 +6,16 @@ per-epoch metrics, tagged with the study name, the trial number and its final st
 and predictions (selection uses the validation metric only; the predictions let the best model
 be paired with Model 5). A pruned trial stops at the epoch the pruner chose and its run ends
 KILLED: FINISHED would put half-trained runs among the finished ones in the UI, FAILED would call
-an expected outcome an error. A failed trial's run ends FAILED.
+an expected outcome an error. A failed trial's run ends FAILED with the error's first line as the
+`mammo.error` tag and the traceback as `errors/traceback.txt`. The study goes on past the
+project's own expected failures (`MammoError`: a bad point of the space, an undefined metric, an
+out-of-memory trial, all raised as `TrialError` or `ConfigError`); anything else is a bug and stops
+the worker.
+
+Workers share the study through its storage (`mammo.workers`): `--max-trials` is a budget for
+the whole study, and when a worker dies mid-trial, a surviving worker fails its trial (heartbeat
+storages) or `--fail-running-trials` does (journal), re-queues it, and ends the dead trial's run
+and the dead worker's parent run FAILED, so no run is left RUNNING.
 
 The best model is the best trial's own model, not a retrained one. A trial that improves on the
 study's best when it completes logs everything `train` logs (figures, summary, the model), so
@@ -21,20 +30,31 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
+import socket
+import sys
 import time
+import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
-from mammo import search, study_report, tracking
+from mammo import search, study_report, tracking, workers
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError
-from mammo.variants import TrainConfig, make_config
+from mammo.errors import ConfigError, MammoError, TrialError, hide_passwords
+
+if TYPE_CHECKING:  # mammo.variants imports Keras: loaded only once a trial is built, so bad options fail fast
+    from mammo.variants import TrainConfig
 
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
 MODEL_ATTR = "model_logged"  # trial user attr: the run holds the trial's model
+WORKER_ATTR = "worker"  # trial user attr: host:pid of the process running it (also the run tag below)
+WORKER_TAG = "mammo.worker"
+ERROR_TAG = "mammo.error"  # a failed trial's (or dead worker's) one-line reason
+TRACEBACK_FILE = "errors/traceback.txt"
+CATCH = (MammoError,)  # the trial failures the study goes on after; anything else is a bug
 SEARCH_VARIANT = "optuna"  # the variant label of trials other than Model 5
 PRUNED_STATUS = "KILLED"
 BEST_MODEL_CHOICES = ("keep", "skip")
@@ -49,7 +69,8 @@ class StudySettings:
     sampler: str = "tpe"
     pruner: str = "median"
     metric: str = search.DEFAULT_METRIC
-    n_trials: int | None = 20
+    n_trials: int | None = 20  # per worker
+    max_trials: int | None = None  # complete + pruned trials in the whole study, all workers together
     timeout: float | None = None
     epochs: int | None = None
     image_size: int | None = None
@@ -67,10 +88,12 @@ class StudySettings:
         search.storage_kind(self.storage)
         search.make_sampler(self.sampler, seed=self.seed)
         search.make_pruner(self.pruner, epochs=self.epochs or 1)
-        if self.n_trials is None and self.timeout is None:
-            raise ConfigError("give --n-trials or --timeout (or both): otherwise the study never stops.")
+        if self.n_trials is None and self.timeout is None and self.max_trials is None:
+            raise ConfigError("give --n-trials, --max-trials or --timeout: otherwise the study never stops.")
         if self.n_trials is not None and self.n_trials < 1:
             raise ConfigError(f"--n-trials must be at least 1, got {self.n_trials}.")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ConfigError(f"--max-trials must be at least 1, got {self.max_trials}.")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
         if self.best_model not in BEST_MODEL_CHOICES:
@@ -90,6 +113,8 @@ class StudyOutcome:
 
 def base_config(settings: StudySettings, dataset: PreparedDataset) -> TrainConfig:
     """Model 5 under the study's schedule, epochs, image size and seed: the reference trial."""
+    from mammo.variants import make_config
+
     return make_config(
         "model5", schedule=settings.schedule, epochs=settings.epochs, seed=settings.seed,
         image_size=settings.image_size or dataset.image_size,
@@ -98,6 +123,8 @@ def base_config(settings: StudySettings, dataset: PreparedDataset) -> TrainConfi
 
 def trial_config(base: TrainConfig, params: dict[str, Any], *, reference: bool) -> TrainConfig:
     """Model 5's config with the trial's point of the space (validated like any CLI override)."""
+    from mammo.variants import make_config
+
     config = make_config(
         "model5", schedule=base.schedule, epochs=base.epochs, seed=base.seed, image_size=base.image_size,
         precision=base.precision, **search.config_overrides(params),
@@ -113,11 +140,27 @@ def objective_value(history: dict[str, list[float]], *, metric: str, best_epoch:
     """The study metric at the kept (best-val_loss, 1-based) epoch: the model the trial would deliver."""
     values = history.get(metric)
     if not values:
-        raise ValueError(f"training logged no {metric}; the study metric must be one of {list(history)}")
+        raise TrialError(f"training logged no {metric}; the study metric must be one of {list(history)}")
     value = float(values[best_epoch - 1])
     if not math.isfinite(value):
-        raise ValueError(f"{metric} is {value} at epoch {best_epoch} (e.g. one class missing from validation)")
+        raise TrialError(
+            f"{metric} is {value} at epoch {best_epoch} (e.g. one class missing from validation, or a diverged "
+            "loss); the trial fails and the study goes on."
+        )
     return value
+
+
+def worker_name() -> str:
+    """host:pid, so a trial or run can be traced to the process (and machine) that ran it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def record_failure(error: BaseException) -> None:
+    """The active trial run's reason (tag, one line) and traceback (artifact): why it ended FAILED."""
+    message = hide_passwords(f"{type(error).__name__}: {error}".strip().splitlines()[0])[:500]
+    tracking.set_tags({ERROR_TAG: message})
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    tracking.log_text(hide_passwords(text), TRACEBACK_FILE)
 
 
 class TrialObjective:
@@ -139,11 +182,12 @@ class TrialObjective:
         tags = {tracking.STUDY_TAG: self.settings.study_name, tracking.TRIAL_NUMBER_TAG: trial.number}
         with tracking.start_run(
             run_name=f"trial-{trial.number}", experiment=self.experiment, parent_run_id=self.parent_run_id,
-            tags={**tags, "mammo.entry": "study"},
+            tags={**tags, "mammo.entry": "study", WORKER_TAG: worker_name()},
         ) as run:  # fmt: skip
             # A retried stale trial inherits its predecessor's user attrs: point them at this run.
             trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
             trial.set_user_attr(MODEL_ATTR, False)
+            trial.set_user_attr(WORKER_ATTR, worker_name())
             try:
                 return self._train(trial)
             finally:
@@ -156,8 +200,8 @@ class TrialObjective:
         """Train the trial's point in the active run; the run's state tag says how it ended."""
         from optuna_integration import KerasPruningCallback
 
-        from mammo.pipeline import choose_precision
-        from mammo.training import MlflowEpochLogger, fit, run_params
+        from mammo.precision import choose_precision
+        from mammo.training import MlflowEpochLogger, run_params
 
         try:
             params = search.suggest_params(trial, image_size=self.base.image_size)
@@ -168,14 +212,15 @@ class TrialObjective:
             tracking.log_prepared_input(self.dataset, context="training")
             # After the epoch logger, so a pruned trial's run keeps the epoch it was pruned at.
             callbacks = [MlflowEpochLogger(), KerasPruningCallback(trial, self.settings.metric)]
-            result = fit(config, self.dataset, callbacks=callbacks, verbose=self.settings.verbose)
+            result = fit_trial(config, self.dataset, callbacks=callbacks, verbose=self.settings.verbose)
             value = objective_value(result.history, metric=self.settings.metric, best_epoch=result.best_epoch)
         except optuna.TrialPruned:
             tracking.set_tags({tracking.TRIAL_STATE_TAG: "pruned"})
             tracking.end_run(status=PRUNED_STATUS)
             raise
-        except BaseException:  # an error, or Ctrl-C: Optuna records both as FAIL
+        except BaseException as error:  # an error, or Ctrl-C: Optuna records both as FAIL
             tracking.set_tags({tracking.TRIAL_STATE_TAG: "failed"})
+            record_failure(error)
             raise
         tracking.log_metrics({tracking.OPTUNA_VALUE: value})
         if search.improves_on_best(trial.study, value):
@@ -187,6 +232,22 @@ class TrialObjective:
             log_scores(result, dataset=self.dataset)
         tracking.set_tags({tracking.TRIAL_STATE_TAG: "complete"})
         return value
+
+
+def fit_trial(config: TrainConfig, dataset: PreparedDataset, **kwargs: Any) -> Any:
+    """`training.fit`, with running out of memory turned into a TrialError (the study goes on)."""
+    import tensorflow as tf
+
+    from mammo.training import fit
+
+    try:
+        return fit(config, dataset, **kwargs)
+    except tf.errors.ResourceExhaustedError as error:
+        first_line = (str(error.message).strip().splitlines() or ["out of memory"])[0]
+        raise TrialError(
+            f"the trial ran out of memory ({first_line[:200]}); the study goes on with other points. A smaller "
+            "batch size or image size (--image-size) makes every trial fit."
+        ) from error
 
 
 def log_scores(result: Any, *, dataset: PreparedDataset) -> None:
@@ -201,8 +262,7 @@ def log_scores(result: Any, *, dataset: PreparedDataset) -> None:
     reports.log_test_report(probabilities=result.probabilities, dataset=dataset, indices=test_rows, plots=False)
     table = evaluation.predictions_table(dataset.manifest.iloc[test_rows], result.probabilities)
     tracking.log_dataframe(table, tracking.PREDICTIONS_FILE)
-    tracking.log_metrics({"val_accuracy": result.val_accuracy}, step=result.epochs_run)
-    tracking.log_metrics({"best_epoch": result.best_epoch})
+    tracking.log_metrics(result.kept_metrics())  # the per-epoch series stay one point per epoch
 
 
 def study_params(settings: StudySettings, dataset: PreparedDataset, base: TrainConfig) -> dict[str, Any]:
@@ -214,7 +274,8 @@ def study_params(settings: StudySettings, dataset: PreparedDataset, base: TrainC
     """
     resolved = {
         "storage": search.describe_storage(settings.storage), "sampler": settings.sampler, "pruner": settings.pruner,
-        "metric": settings.metric, "n_trials": settings.n_trials, "timeout": settings.timeout, "epochs": base.epochs,
+        "metric": settings.metric, "n_trials": settings.n_trials, "max_trials": settings.max_trials,
+        "timeout": settings.timeout, "epochs": base.epochs,
         "image_size": base.image_size, "seed": base.seed, "schedule": base.schedule,
     }  # fmt: skip
     params = {f"study_{name}": value for name, value in resolved.items() if value is not None}
@@ -225,7 +286,7 @@ def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: 
     """Run (or continue) the study; log the parent run's summary, plots and the best model's verdict."""
     settings.check()
     base = base_config(settings, dataset)
-    tags = {tracking.STUDY_TAG: settings.study_name, "mammo.entry": "study"}
+    tags = {tracking.STUDY_TAG: settings.study_name, "mammo.entry": "study", WORKER_TAG: worker_name()}
     with tracking.start_run(run_name=f"study-{settings.study_name}", experiment=experiment, tags=tags) as parent:
         tracking.log_params(study_params(settings, dataset, base))
         tracking.log_prepared_input(dataset, context="training")
@@ -234,9 +295,7 @@ def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: 
             settings=settings, dataset=dataset, base=base, parent_run_id=parent.info.run_id, experiment=experiment
         )
         started = time.perf_counter()
-        study.optimize(
-            objective, n_trials=settings.n_trials, timeout=settings.timeout, catch=(Exception,), gc_after_trial=True
-        )
+        optimize(study, objective, settings)
         seconds = time.perf_counter() - started
         rate = {"trials_run": objective.trials_run, "trials_per_hour": objective.trials_run / seconds * 3600}
         best = kept_trial(study)
@@ -251,12 +310,80 @@ def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: 
     )  # fmt: skip
 
 
+def optimize(study: optuna.Study, objective: TrialObjective, settings: StudySettings) -> None:
+    """This worker's trials: up to --n-trials / --timeout, and within the study-wide --max-trials budget."""
+    if settings.max_trials is None:
+        study.optimize(
+            objective, n_trials=settings.n_trials, timeout=settings.timeout, catch=CATCH, gc_after_trial=True
+        )
+        return
+    rdb = search.storage_kind(settings.storage) == "rdb"
+    with workers.budget_lock(
+        storage_path=search.storage_file(settings.storage), study_name=settings.study_name,
+        rdb_url=search.rdb_url(settings.storage) if rdb else None,
+    ) as lock:  # fmt: skip
+        workers.optimize_within_budget(
+            study, objective, max_trials=settings.max_trials, lock=lock, n_trials=settings.n_trials,
+            timeout=settings.timeout, catch=CATCH, poll_seconds=settings.heartbeat_interval,
+        )  # fmt: skip
+
+
+def storage_for(settings: StudySettings) -> optuna.storages.BaseStorage:
+    """The study's storage; a dead worker's trial that this process fails gets its MLflow runs ended."""
+    return search.open_storage(
+        settings.storage, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
+        max_retry=settings.max_retry, on_stale=end_dead_trial_runs,
+    )  # fmt: skip
+
+
+def end_dead_trial_runs(trial: optuna.trial.FrozenTrial) -> None:
+    """End a dead worker's trial run and its parent run FAILED, saying who died and who noticed.
+
+    Called by the process that failed the trial (a surviving worker, or --fail-running-trials).
+    Runs that already ended (e.g. a retry's inherited run id, which names its predecessor's run)
+    are left alone. Best effort: a tracking-server error is reported and the study goes on.
+    """
+    import mlflow
+
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        return
+    dead = trial.user_attrs.get(WORKER_ATTR, "its worker")
+    reason = f"worker {dead} stopped during trial {trial.number}; failed by {worker_name()}"
+    # MlflowClient's set_terminated has no tracking.py wrapper yet (the lead owns tracking.py).
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            return
+        tracking.tag_run(run_id, {tracking.TRIAL_STATE_TAG: "failed", ERROR_TAG: reason})
+        client.set_terminated(run_id, status="FAILED")
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        ours = dead == worker_name()  # our own trial went stale (a long stall): our parent run goes on
+        if parent_id and not ours and client.get_run(parent_id).info.status == "RUNNING":
+            tracking.tag_run(parent_id, {ERROR_TAG: reason})
+            client.set_terminated(parent_id, status="FAILED")
+    except mlflow.exceptions.MlflowException as error:
+        print(f"study: warning: could not end run {run_id} of dead trial {trial.number}: {error}", file=sys.stderr)
+
+
+def fail_running_trials(settings: StudySettings) -> list[int]:
+    """Fail the study's RUNNING trials, re-queue them and end their runs FAILED (no worker may be running)."""
+    storage = storage_for(settings)
+    try:
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    except KeyError:
+        raise ConfigError(
+            f"no study {settings.study_name!r} in {search.describe_storage(settings.storage)}; check --study-name "
+            "and --storage."
+        ) from None
+    callback = workers.StaleTrialCallback(max_retry=settings.max_retry, on_stale=end_dead_trial_runs)
+    return workers.fail_running_trials(study, callback=callback)
+
+
 def open_study(settings: StudySettings, *, dataset: PreparedDataset, base: TrainConfig) -> optuna.Study:
     """The study in its storage, with the conditions every trial must share and Model 5 enqueued."""
-    storage = search.open_storage(
-        settings.storage, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
-        max_retry=settings.max_retry,
-    )  # fmt: skip
+    storage = storage_for(settings)
     conditions = {
         "epochs": base.epochs, "image_size": base.image_size, "data_digest": dataset.digest,
         "schedule": base.schedule, "seed": base.seed,

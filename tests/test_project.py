@@ -21,8 +21,9 @@ def _pins(requirements: list[str]) -> dict[str, str]:
 
 def test_conda_yaml_pins_the_same_versions_as_pyproject() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + project["optional-dependencies"]["postgres"]
-    unpinned = [r for r in project["dependencies"] if "==" not in r]
+    extras = project["optional-dependencies"]
+    declared = project["dependencies"] + extras["postgres"] + extras["team"]
+    unpinned = [r for r in project["dependencies"] + extras["team"] + extras["dev"] if "==" not in r]
     assert not unpinned, f"every runtime dependency must be pinned with ==: {unpinned}"
     conda = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
     pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from entrypoints import study as study_entry
 from mammo import search, tracking
 from mammo.data.store import PreparedDataset, write_prepared
+from mammo.study import ERROR_TAG, TRACEBACK_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Model 5's four valid 3×3 conv + 2×2 pool blocks need ≥ 46 pixels (see search.min_image_size), so
@@ -72,8 +73,21 @@ def test_rejects_test_metric_and_bad_storage(capsys: pytest.CaptureFixture[str])
     assert "test_accuracy is a test metric" in capsys.readouterr().err
     assert study_entry.main(["--storage", "optuna.db"]) == 2
     assert "journal:./optuna.journal" in capsys.readouterr().err
-    assert study_entry.main(["--n-trials", "", "--timeout", ""]) == 2
-    assert "never stops" in capsys.readouterr().err
+    assert study_entry.main(["--max-trials", "0"]) == 2
+    assert "--max-trials must be at least 1" in capsys.readouterr().err
+
+
+def test_unreachable_storage_is_one_line_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9.5: a refused connection (port 1), one line naming the fix, exit 2, before TensorFlow trains."""
+    assert study_entry.main(["--storage", "postgresql://u:pw-xyzzy@127.0.0.1:1/db"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
+    assert error.startswith("study: error: the database refused or could not be reached") and "PGPASSWORD" in error
+    assert "pw-xyzzy" not in error
+    assert search.storage_has_password("postgresql://u:pw@h/db") and not search.storage_has_password(
+        "postgresql://u@h/db"
+    )
+    assert search.describe_storage("postgres://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
 def test_empty_mlproject_values_mean_defaults() -> None:
@@ -82,6 +96,9 @@ def test_empty_mlproject_values_mean_defaults() -> None:
     assert settings.study_name == search.DEFAULT_STUDY_NAME and settings.storage == search.DEFAULT_STORAGE
     assert settings.seed == 0
     assert settings.epochs is None and settings.timeout is None and settings.n_trials == 20
+    assert settings.max_trials is None
+    budget = study_entry.settings_from_args(study_entry.parse_args(["--max-trials", "60", "--n-trials", ""]))
+    assert (budget.max_trials, budget.n_trials) == (60, None)  # a worker runs until the study has 60
 
 
 def test_study_logs_trials_plots_and_best_then_resumes(
@@ -151,6 +168,48 @@ def test_pruned_and_failed_trial_runs_end_killed_and_failed(tiny: PreparedDatase
     assert steps == [1]  # pruned after its first epoch, which it keeps
     assert "test_accuracy" not in pruned.data.metrics
     assert failed.info.status == "FAILED" and failed.data.tags[tracking.TRIAL_STATE_TAG] == "failed"
+    assert failed.data.tags[ERROR_TAG].startswith("ConfigError: ")  # the one-line reason, on the run
+    traceback_text = mlflow.artifacts.load_text(f"runs:/{failed.info.run_id}/{TRACEBACK_FILE}")
+    assert traceback_text.startswith("Traceback") and "ConfigError" in traceback_text
+
+
+def test_fail_running_trials_fails_a_dead_journal_workers_trial_and_ends_its_runs(
+    tiny: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a worker killed mid-trial leaves on a journal (no heartbeats): a RUNNING trial and two RUNNING runs."""
+    from mammo.study import RUN_ID_ATTR, WORKER_ATTR, StudySettings, base_config, reference_params
+
+    journal = str(tmp_path / "s.journal")
+    base = base_config(StudySettings(epochs=1), tiny)
+    study = search.load_study(
+        study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal), metric="val_auc",
+        reference_params=reference_params(base), attrs={"epochs": 1, "image_size": TINY_SIZE, "data_digest": tiny.digest,
+                                                        "schedule": "quick", "seed": 0},
+    )  # fmt: skip
+    dead = study.ask()  # the enqueued Model 5 trial, now RUNNING
+    search.suggest_params(dead, image_size=TINY_SIZE)
+    parent = MlflowClient().create_run(tracking.use_experiment(), run_name=PARENT_NAME)
+    child = MlflowClient().create_run(
+        parent.info.experiment_id, tags={"mlflow.parentRunId": parent.info.run_id, tracking.STUDY_TAG: "x"}
+    )
+    dead.set_user_attr(RUN_ID_ATTR, child.info.run_id)
+    dead.set_user_attr(WORKER_ATTR, "elsewhere:4242")
+
+    assert study_entry.main(["--storage", journal, "--fail-running-trials"]) == 0
+    assert "failed and re-queued running trials [0]" in capsys.readouterr().out
+    trials = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal)).trials
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params  # the same point, queued for the next worker
+    for run_id in (child.info.run_id, parent.info.run_id):
+        run = MlflowClient().get_run(run_id)
+        assert (
+            run.info.status == "FAILED" and "worker elsewhere:4242 stopped during trial 0" in run.data.tags[ERROR_TAG]
+        )
+
+    argv = ["--data", str(tiny.path), "--storage", journal, "--max-trials", "1", "--best-model", "skip", *FAST]
+    assert study_entry.main(argv) == 0  # the retry is the one trial the budget still needs
+    trials = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal)).trials
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def _worker(argv: list[str], cwd: Path) -> subprocess.Popen:
