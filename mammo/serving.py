@@ -14,8 +14,8 @@ Signature: a column-based input schema with three optional columns (MLflow 3 opt
 `dicom` and `patch` are binary (JSON clients send base64, which MLflow's scoring server decodes),
 `pixels` is AnyType (2-D arrays of any size: MLflow's Array type would check every element in
 Python, ~1 s for a batch of 32 patches). Outputs: `p_calcification` and `predicted_label`, the
-label at the decision threshold stored with the model (`model_config["threshold"]`, chosen on
-validation by training). Bad input raises MlflowException(INVALID_PARAMETER_VALUE), which the
+label at the decision threshold stored with the model (`model_config["decision_threshold"]`, chosen
+on validation by training). Bad input raises MlflowException(INVALID_PARAMETER_VALUE), which the
 scoring server answers with HTTP 400 and the message (which row, what is wrong, how to fix it).
 """
 
@@ -68,7 +68,7 @@ class PatchClassifier(mlflow.pyfunc.PythonModel):
         # code, then to the network's input as training did. (Models logged before models-from-code
         # kept it as an attribute.)
         self.prepared_size = int(config.get("prepared_size") or getattr(self, "prepared_size", None) or self.image_size)
-        self.threshold = float(config.get("threshold", DEFAULT_THRESHOLD))
+        self.threshold = float(config.get("decision_threshold", DEFAULT_THRESHOLD))
 
     @property
     def patch_size(self) -> int:
@@ -148,7 +148,8 @@ def log_model(
             python_model=str(MODEL_CODE),
             code_paths=[str(_package_copy(Path(tmp)))],
             artifacts={KERAS_ARTIFACT: str(keras_file)},
-            model_config={"prepared_size": prepared_size, "threshold": float(threshold)},
+            # MLflow also logs model_config as the run's params: names that do not clash with the config's.
+            model_config={"prepared_size": prepared_size, "decision_threshold": float(threshold)},
             signature=signature(),
             input_example=patch_table(example),
             pip_requirements=requirements(),
