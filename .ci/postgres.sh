@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Install (if missing) and start a local PostgreSQL server for tests/test_study_postgres.py.
+# Install (if missing) and start a local PostgreSQL server for the study, team-server and UI tests,
+# or for a team's MLflow server on one machine (docs/team.md, .ci/mlflow-server.sh).
 #
 # Idempotent: safe to run again on a machine where the server is already installed and running.
-# Creates the login role mammo (password mammo) and the databases mammo and mammo_test it owns,
-# so the test's default URL postgresql://mammo:mammo@127.0.0.1:5432/mammo_test works. Exports
-# nothing; point the test elsewhere with MAMMO_POSTGRES_URL. Debian/Ubuntu (apt, pg_ctlcluster).
+# Creates the login role mammo (password mammo, may create databases) and the databases it owns:
+# mammo and mammo_test (Optuna studies), mammo_mlflow (the MLflow server's backend store) and
+# mammo_auth (its basic-auth users and permissions), so the tests' default URL
+# postgresql://mammo:mammo@127.0.0.1:5432/mammo_test works. Also the role and database
+# mammo_secret (password $MAMMO_POSTGRES_SECRET_PASSWORD), which the secrets test reaches only
+# through PGPASSWORD and then looks for in the tracking store. Exports nothing; point the tests
+# elsewhere with MAMMO_POSTGRES_URL. Debian/Ubuntu (apt, pg_ctlcluster).
 set -euo pipefail
 
 ROLE=${MAMMO_POSTGRES_ROLE:-mammo}
 PASSWORD=${MAMMO_POSTGRES_PASSWORD:-mammo}
-DATABASES=${MAMMO_POSTGRES_DATABASES:-"mammo mammo_test"}
+DATABASES=${MAMMO_POSTGRES_DATABASES:-"mammo mammo_test mammo_mlflow mammo_auth"}
+SECRET_ROLE=mammo_secret  # tests/test_study_secrets.py: reached through PGPASSWORD only
+SECRET_PASSWORD=${MAMMO_POSTGRES_SECRET_PASSWORD:-pgpass-only-5e1b9d}
 PORT=${MAMMO_POSTGRES_PORT:-5432}
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -43,14 +50,21 @@ pg_isready -h 127.0.0.1 -p "$PORT"
 
 psql_admin() { as_postgres psql -v ON_ERROR_STOP=1 -p "$PORT" -tAc "$1"; }
 
-if [ -z "$(psql_admin "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" ]; then
-  psql_admin "CREATE ROLE $ROLE LOGIN PASSWORD '$PASSWORD' CREATEDB"
-else
-  psql_admin "ALTER ROLE $ROLE LOGIN PASSWORD '$PASSWORD'"
-fi
-for DATABASE in $DATABASES; do
-  if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" ]; then
-    psql_admin "CREATE DATABASE $DATABASE OWNER $ROLE"
+ensure_role() {  # role, password
+  if [ -z "$(psql_admin "SELECT 1 FROM pg_roles WHERE rolname = '$1'")" ]; then
+    psql_admin "CREATE ROLE $1 LOGIN PASSWORD '$2' CREATEDB"
+  else
+    psql_admin "ALTER ROLE $1 LOGIN CREATEDB PASSWORD '$2'"
   fi
-done
-echo "postgres.sh: ready at postgresql://$ROLE:***@127.0.0.1:$PORT/ (databases: $DATABASES)"
+}
+ensure_database() {  # database, owner
+  if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = '$1'")" ]; then
+    psql_admin "CREATE DATABASE $1 OWNER $2"
+  fi
+}
+
+ensure_role "$ROLE" "$PASSWORD"
+for DATABASE in $DATABASES; do ensure_database "$DATABASE" "$ROLE"; done
+ensure_role "$SECRET_ROLE" "$SECRET_PASSWORD"
+ensure_database "$SECRET_ROLE" "$SECRET_ROLE"
+echo "postgres.sh: ready at postgresql://$ROLE:***@127.0.0.1:$PORT/ (databases: $DATABASES; and $SECRET_ROLE)"

@@ -179,7 +179,7 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.trials_run += 1
-        tags = {tracking.STUDY_TAG: self.settings.study_name, tracking.TRIAL_NUMBER_TAG: trial.number}
+        tags = {tracking.STUDY_TAG: self.settings.study_name, tracking.TRIAL_NUMBER_TAG: str(trial.number)}
         with tracking.start_run(
             run_name=f"trial-{trial.number}", experiment=self.experiment, parent_run_id=self.parent_run_id,
             tags={**tags, "mammo.entry": "study", WORKER_TAG: worker_name()},
@@ -425,7 +425,7 @@ def best_model_run(best: optuna.trial.FrozenTrial, objective: TrialObjective) ->
     reference = best.user_attrs.get(search.REFERENCE_ATTR) == search.REFERENCE_VALUE
     config = trial_config(objective.base, best.params, reference=reference)
     tags = {
-        tracking.STUDY_TAG: objective.settings.study_name, tracking.TRIAL_NUMBER_TAG: best.number,
+        tracking.STUDY_TAG: objective.settings.study_name, tracking.TRIAL_NUMBER_TAG: str(best.number),
         "mammo.entry": "study", "mammo.variant": config.variant,
     }  # fmt: skip
     run_id, _, _ = train_run(
