@@ -44,7 +44,9 @@ CSV_FILES = {
 COLLECTION = {(kind, split): f"{short.title()}-{_SPLITS[split]}" for kind, short in _KINDS.items() for split in _SPLITS}
 
 
-def generate_tree(out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int = 0, progress: bool = False) -> Path:
+def generate_tree(
+    out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int = 0, progress: bool = False, scale: float = 1.0
+) -> Path:
     """Write a synthetic CBIS-DDSM tree (four CSVs + DICOMs) under `out_dir` and return it.
 
     Args:
@@ -52,6 +54,9 @@ def generate_tree(out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int 
         cases: number of case rows (abnormality × view) across the four CSVs.
         seed: same seed, byte-identical pixels and CSVs.
         progress: show a progress bar per patient.
+        scale: full-mammogram side relative to the default 400–560 px tall; 10 gives CBIS-DDSM's full
+            size (≈ 4000–5600 × 2200–3800, 16-bit, ~30 MB a file) for the ingest benchmark. Lesions and
+            crops keep their pixel size. 1.0 (the default) draws exactly the default tree.
     """
     if isinstance(cases, bool) or not isinstance(cases, int) or cases < MIN_CASES:
         raise ConfigError(
@@ -59,6 +64,8 @@ def generate_tree(out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int 
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer; got {seed!r}.")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 1 <= scale <= 16:
+        raise ConfigError(f"scale must be a number between 1 and 16 (10: full-size mammograms); got {scale!r}.")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty: generate the synthetic tree into a new or empty folder.")
@@ -69,7 +76,7 @@ def generate_tree(out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int 
     rows: dict[tuple[str, str], list[tuple[tuple, list[str]]]] = defaultdict(list)
     for (patient, kind), abnormalities in tqdm(units.items(), disable=not progress, desc="synthetic", unit="patient"):
         rng = np.random.default_rng([seed, patient, kind == "mass"])
-        for key, row in _write_patient(out, rng, abnormalities, seed=seed):
+        for key, row in _write_patient(out, rng, abnormalities, seed=seed, scale=scale):
             rows[kind, abnormalities[0].split].append((key, row))
     for (kind, split), name in CSV_FILES.items():
         _write_csv(out / name, COLUMNS[kind], [row for _, row in sorted(rows[kind, split])])
@@ -77,7 +84,7 @@ def generate_tree(out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int 
 
 
 def _write_patient(
-    out: Path, rng: np.random.Generator, abnormalities: list[Abnormality], *, seed: int
+    out: Path, rng: np.random.Generator, abnormalities: list[Abnormality], *, seed: int, scale: float = 1.0
 ) -> list[tuple[tuple, list[str]]]:
     """Render and write one patient's images of one collection; return its CSV rows with sort keys."""
     by_image: dict[tuple[str, str], list[Abnormality]] = defaultdict(list)
@@ -87,7 +94,7 @@ def _write_patient(
     looks = {a: _look(rng, a) for a in abnormalities}  # size and contrast shared by both views
     rows = []
     for (side, view), present in sorted(by_image.items()):
-        full, rois, boxes = _render_image(rng, present, looks, side=side, view=view)
+        full, rois, boxes = _render_image(rng, present, looks, side=side, view=view, scale=scale)
         case = f"{COLLECTION[present[0].kind, present[0].split]}_{present[0].patient_id}_{side}_{view}"
         uids = _write_series(
             out, rng, [(full, "full")], case=case, key="full", folder="full", side=side, view=view, seed=seed
@@ -120,9 +127,12 @@ def _render_image(
     *,
     side: str,
     view: str,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, list[np.ndarray], list[phantom.Box]]:
     """One full mammogram (uint16) with its abnormalities, their ROI masks and crop boxes."""
     height = int(rng.integers(400, 560))
+    if scale != 1:  # the same draws as the default, only the image grows
+        height = round(height * scale)
     width = int(height * rng.uniform(0.55, 0.68))
     image, radius = phantom.render_breast(rng, height=height, width=width, view=view, density=present[0].density)
     rois = []
