@@ -132,9 +132,14 @@ def ready_store() -> None:
 @contextmanager
 def start_run(
     *, run_name: str | None = None, experiment: str | None = None, nested: bool = False, parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None, system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
-    """Open a run, or resume the one `mlflow run` created (MLFLOW_RUN_ID)."""
+    """Open a run, or resume the one `mlflow run` created (MLFLOW_RUN_ID).
+
+    `system_metrics` turns on MLflow's system metrics (CPU, memory; GPU where pynvml finds one),
+    sampled in a background thread, so the UI's System metrics tab is filled for training runs.
+    None leaves it to MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
+    """
     ready_store()
     active = mlflow.active_run()
     if active is not None and not nested and parent_run_id is None:
@@ -143,7 +148,8 @@ def start_run(
     if not nested and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
         # `mlflow run` created the run; its id is in the environment. Popped, as MLflow does when it
         # reads it itself: left there, the next nested start_run would resume this run, not make a child.
-        with mlflow.start_run(run_id=os.environ.pop("MLFLOW_RUN_ID"), tags=dict(tags or {})) as run:
+        run_id = os.environ.pop("MLFLOW_RUN_ID")
+        with mlflow.start_run(run_id=run_id, tags=dict(tags or {}), log_system_metrics=system_metrics) as run:
             if run_name:
                 mlflow.set_tag("mlflow.runName", run_name)
             yield run
@@ -154,6 +160,7 @@ def start_run(
         nested=nested or parent_run_id is not None,
         parent_run_id=parent_run_id,
         tags=dict(tags or {}),
+        log_system_metrics=system_metrics,
     ) as run:
         yield run
 

@@ -8,9 +8,11 @@ training plots, the model summary and the served model.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -100,6 +102,20 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         tracking.log_metrics({name: logs[name] for name in tracking.EPOCH_METRICS if name in logs}, step=epoch + 1)
 
 
+class _NewModelsAreNotRetracing(logging.Filter):
+    """Drops TF's "triggered tf.function retracing" note: train_all and the study build a new model per run on
+    purpose, and TF counts each new model's first trace as a retrace of the last one. Everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing_notes() -> None:
+    logger = tf.get_logger()
+    if not any(isinstance(existing, _NewModelsAreNotRetracing) for existing in logger.filters):
+        logger.addFilter(_NewModelsAreNotRetracing())
+
+
 def make_deterministic() -> None:
     """Switch on TF's op determinism where it is needed: on a GPU (cuDNN picks racing kernels).
 
@@ -126,6 +142,7 @@ def fit(
     shuffle and the augmentation layers seeded from config.seed, augmentation run sequentially.
     """
     make_deterministic()
+    quiet_retracing_notes()
     keras.utils.set_random_seed(config.seed)
     precision = choose_precision(config.precision)
     splits = make_datasets(dataset, config)
@@ -217,61 +234,95 @@ def train_run(
     parent_run_id: str | None = None, callbacks: Sequence[keras.callbacks.Callback] = (), log_model: bool = True,
     tags: Mapping[str, str] | None = None, experiment: str | None = None, verbose: int | None = None,
 ) -> tuple[str, TrainResult, dict[str, float]]:  # fmt: skip
-    """Train and log one MLflow run; returns (run_id, result, the final metrics logged)."""
-    run_tags = {"mammo.entry": "train", "mammo.variant": config.variant, **(tags or {})}
+    """Train and log one MLflow run; returns (run_id, result, the final metrics logged).
+
+    Each phase's wall time is logged as `seconds_<phase>` (start, fit, report, plots, model), so a
+    run shows where its time went; `fit_seconds` is model.fit alone.
+    """
+    run_tags = {tracking.ENTRY_TAG: "train", tracking.VARIANT_TAG: config.variant, **(tags or {})}
     name = run_name or f"{config.variant}-seed{config.seed}"
+    phases = PhaseTimer()
     with tracking.start_run(
-        run_name=name, experiment=experiment, nested=nested, parent_run_id=parent_run_id, tags=run_tags
-    ) as run:
-        tracking.log_params(run_params(config, dataset, precision=choose_precision(config.precision)))
-        tracking.log_prepared_input(dataset, context="training")
-        result = fit(config, dataset, callbacks=[MlflowEpochLogger(), *callbacks], verbose=verbose)
+        run_name=name, experiment=experiment, nested=nested, parent_run_id=parent_run_id, tags=run_tags,
+        system_metrics=True,
+    ) as run:  # fmt: skip
+        with phases("start"):
+            tracking.log_params(run_params(config, dataset, precision=choose_precision(config.precision)))
+            tracking.log_prepared_input(dataset, context="training")
+        with phases("fit"):
+            result = fit(config, dataset, callbacks=[MlflowEpochLogger(), *callbacks], verbose=verbose)
         if config.standardize:  # the statistics baked into the model's Normalization layer
             mean, std = result.splits.pixel_stats
             tracking.log_params({"standardize_mean": f"{mean:.6g}", "standardize_std": f"{std:.6g}"})
-        metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model)
+        metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model, phases=phases)
+        tracking.log_metrics(phases.metrics())
         run_id = run.info.run_id
     return run_id, result, metrics
 
 
+class PhaseTimer:
+    """Wall seconds per named phase of a run (`with timer("fit"): ...`), logged as `seconds_<phase>`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        return {f"seconds_{name}": round(value, 3) for name, value in self.seconds.items()}
+
+
 def log_outcome(
-    result: TrainResult, *, config: TrainConfig, dataset: PreparedDataset, log_model: bool
-) -> dict[str, float]:
+    result: TrainResult, *, config: TrainConfig, dataset: PreparedDataset, log_model: bool,
+    phases: PhaseTimer | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Final metrics (best checkpoint, then `_end`), plots, predictions, summary and the model."""
     from mammo import reports, serving
 
+    phases = phases or PhaseTimer()
     test_rows = result.splits.test_indices
     labels = dataset.labels[test_rows]
-    metrics = reports.log_test_report(
-        probabilities=result.probabilities, dataset=dataset, indices=test_rows,
-        loss=keras_loss(labels, result.probabilities, result.penalty), threshold=result.threshold,
-    )  # fmt: skip
-    metrics |= reports.log_test_report(
-        probabilities=result.end_probabilities, dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX,
-        plots=False, loss=keras_loss(labels, result.end_probabilities, result.end_penalty), threshold=result.threshold,
-    )  # fmt: skip
-    tracking.log_metrics({"decision_threshold": result.threshold})
-    reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
-        model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
-        image_size=config.image_size,
-    )  # fmt: skip
-    used = len(result.splits.val_indices) / (len(result.splits.val_indices) + len(result.splits.train_indices))
-    speed = {"fit_seconds": result.train_seconds, "val_fraction_used": used}  # patients decide the exact share
-    if result.train_seconds > 0:
-        speed["train_images_per_second"] = len(result.splits.train_indices) * result.epochs_run / result.train_seconds
-    tracking.log_metrics(speed)
-    kept = result.kept_metrics()  # the per-epoch series stay one point per epoch
-    tracking.log_metrics(kept)
-    metrics |= kept
-    reports.log_training_plots(  # epochs numbered from 1, as the metrics' steps and best_epoch
-        history=result.history, best_epoch=result.best_epoch, dataset=dataset,
-        train_indices=result.splits.train_indices,
-    )  # fmt: skip
-    header = (
-        f"variant {config.variant}, precision {result.precision}, best epoch {result.best_epoch}/{result.epochs_run}"
-    )
-    tracking.log_text(model_summary(result.model, header=header), tracking.SUMMARY_FILE)
+    with phases("report"):
+        metrics = reports.log_test_report(
+            probabilities=result.probabilities, dataset=dataset, indices=test_rows,
+            loss=keras_loss(labels, result.probabilities, result.penalty), threshold=result.threshold,
+        )  # fmt: skip
+        metrics |= reports.log_test_report(
+            probabilities=result.end_probabilities, dataset=dataset, indices=test_rows, suffix=tracking.END_SUFFIX,
+            plots=False, loss=keras_loss(labels, result.end_probabilities, result.end_penalty),
+            threshold=result.threshold,
+        )  # fmt: skip
+        used = len(result.splits.val_indices) / (len(result.splits.val_indices) + len(result.splits.train_indices))
+        extra = {"decision_threshold": result.threshold, "fit_seconds": result.train_seconds, "val_fraction_used": used}
+        if result.train_seconds > 0:
+            extra["train_images_per_second"] = (
+                len(result.splits.train_indices) * result.epochs_run / result.train_seconds
+            )
+        kept = result.kept_metrics()  # the per-epoch series stay one point per epoch
+        tracking.log_metrics(extra | kept)
+        metrics |= kept
+    with phases("saliency"):
+        reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
+            model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
+            image_size=config.image_size,
+        )  # fmt: skip
+    with phases("plots"):
+        reports.log_training_plots(  # epochs numbered from 1, as the metrics' steps and best_epoch
+            history=result.history, best_epoch=result.best_epoch, dataset=dataset,
+            train_indices=result.splits.train_indices,
+        )  # fmt: skip
+        header = f"variant {config.variant}, precision {result.precision}, best epoch {result.best_epoch}/{result.epochs_run}"
+        tracking.log_text(model_summary(result.model, header=header), tracking.SUMMARY_FILE)
     if log_model:
-        example = np.asarray(dataset.patches[test_rows[:2]])  # (2, S0, S0) uint16, as prepared
-        serving.log_model(result.model, image_size=config.image_size, input_example=example, threshold=result.threshold)
+        with phases("model"):
+            example = np.asarray(dataset.patches[test_rows[:2]])  # (2, S0, S0) uint16, as prepared
+            serving.log_model(
+                result.model, image_size=config.image_size, input_example=example, threshold=result.threshold
+            )
     return metrics
