@@ -66,13 +66,25 @@ def _failed(action: str, error: MlflowException) -> RegistryError:
 
 
 def current_version(model_name: str, alias: str) -> ModelVersion | None:
-    """The version holding `alias`; None only when the model or the alias does not exist."""
+    """The version holding `alias`; None only when the model does not exist or has no such alias.
+
+    Read as data (the registered model's alias table), not inferred from an error: "alias not
+    found" shares its error code with bad requests, and any other failure must stop a promotion.
+    """
+    client = MlflowClient()
     try:
-        return MlflowClient().get_model_version_by_alias(model_name, alias)
+        model = client.get_registered_model(model_name)
     except MlflowException as error:
         if error.error_code == NOT_FOUND:
             return None
         raise _failed(f"reading alias {alias!r} of {model_name!r}", error) from error
+    version = (model.aliases or {}).get(alias)
+    if version is None:
+        return None
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as error:
+        raise _failed(f"reading version {version} of {model_name!r} (alias {alias!r})", error) from error
 
 
 def version_of_run(model_name: str, run_id: str, model_uri: str) -> ModelVersion | None:

@@ -74,6 +74,10 @@ def test_bad_aliases_are_refused_before_anything_is_registered_and_a_registered_
     assert len(MlflowClient().search_model_versions(f"name = '{MODEL}'")) == 2
     assert _aliases() == {"champion": "1", "challenger": "2"}
     assert _registered_models() == [MODEL]  # the promotion lock was released each time
+    # An alias the model does not carry yet is "no holder" (MLflow answers it with INVALID_PARAMETER_VALUE).
+    staged = promotion.promote(run_id=worse, alias="staging")
+    assert staged.decision.promoted and "no champion yet" in staged.decision.reason
+    assert _aliases() == {"champion": "1", "challenger": "2", "staging": "2"}
 
 
 def test_an_unreadable_registry_is_an_error_not_an_empty_one(monkeypatch: pytest.MonkeyPatch) -> None:
