@@ -12,6 +12,7 @@ patches with it and `predict`/serving call it on uploaded files, so both see ide
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -119,8 +120,13 @@ def _output_range(ds: pydicom.Dataset, *, voi: bool) -> tuple[float, float]:
 def _to_uint16(values: np.ndarray, low: float, high: float) -> np.ndarray:
     if low == 0 and high == PIXEL_MAX and values.dtype == np.uint16:
         return values.copy()
-    scaled = (values.astype(np.float64) - low) * (PIXEL_MAX / max(high - low, 1e-12))
-    return np.clip(np.rint(scaled), 0, PIXEL_MAX).astype(np.uint16)
+    # The same float64 steps as `rint(clip((values - low) * scale))`, in place: one temporary, not five.
+    scaled = values.astype(np.float64)
+    scaled -= low
+    scaled *= PIXEL_MAX / max(high - low, 1e-12)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, PIXEL_MAX, out=scaled)
+    return scaled.astype(np.uint16)
 
 
 def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
@@ -137,20 +143,76 @@ def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
         ) from exc
 
 
-def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
+@dataclass(frozen=True)
+class StoredImage:
+    """One decoded greyscale frame before the LUTs, with what `read_pixels` needs to map it.
 
-    Steps: decode (compressed transfer syntaxes through the pylibjpeg plugins) →
-    `apply_modality_lut` → `apply_voi_lut` only when a VOI LUT or window is present → invert
-    MONOCHROME1 so that bright always means dense → map the nominal output range (e.g. 0..4095
-    for 12-bit data, 0..65535 for 16-bit) linearly onto 0..65535.
+    Splitting decode from mapping lets a caller map only the region it keeps: roi-mode ingest
+    maps the crop of a 4000×3000 mammogram, not the whole image, and checks an ROI mask on its
+    stored values (`order_kept_values`).
+    """
 
-    `max_side` (the served model's limit) refuses a larger image from its header, before the
-    pixels are decoded.
+    stored: np.ndarray  # (rows, columns) as decoded, before any LUT
+    header: pydicom.Dataset  # the dataset without its Pixel Data (the LUTs read it)
+    name: str
+    photometric: str
+    voi: bool
+    value_range: tuple[float, float]  # nominal output range mapped onto 0..PIXEL_MAX
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.stored.shape  # type: ignore[return-value]
+
+    def to_uint16(self, region: tuple[slice, slice] | None = None) -> np.ndarray:
+        """The LUTs → MONOCHROME1 inversion → uint16 mapping of `region` (default: the whole image).
+
+        Every step is elementwise, so mapping a region gives exactly that region of the mapped image.
+        """
+        stored = self.stored if region is None else self.stored[region]
+        values = apply_modality_lut(stored, self.header)
+        if self.voi:
+            values = apply_voi_lut(values, self.header, index=0)
+        low, high = self.value_range
+        if self.photometric == "MONOCHROME1":
+            values = (low + high) - values.astype(np.float64)
+        return _to_uint16(values, low, high)
+
+    def order_kept_values(self) -> np.ndarray:
+        """Stored values wherever mapping them to uint16 keeps zero at zero and never merges two values.
+
+        True for unsigned MONOCHROME2 data without LUTs or rescale, at most 16 bits, values within
+        BitsStored: the mapping is then `rint(v × 65535 / (2^bits − 1))`, strictly increasing with
+        0 → 0, so `is_roi_mask` and the mask's bounding box come out the same on these values as on
+        `to_uint16()`, without a float64 pass over a full-size mask. Otherwise the mapped image.
+        """
+        low, high = self.value_range
+        plain = (
+            self.photometric == "MONOCHROME2" and not self.voi and low == 0 and high <= PIXEL_MAX
+            and int(self.header.get("PixelRepresentation", 0)) == 0 and "ModalityLUTSequence" not in self.header
+            and "RescaleSlope" not in self.header and np.issubdtype(self.stored.dtype, np.unsignedinteger)
+        )  # fmt: skip
+        if plain and (self.stored.size == 0 or self.stored.max() <= high):
+            return self.stored
+        return self.to_uint16()
+
+    def meta(self) -> dict[str, Any]:
+        meta = _header_of(self.header)
+        meta.update(
+            source=self.name,
+            shape=self.shape,
+            value_range=self.value_range,
+            modality_lut="ModalityLUTSequence" in self.header or "RescaleSlope" in self.header,
+            voi_lut=self.voi,
+            inverted=self.photometric == "MONOCHROME1",
+        )
+        return meta
+
+
+def read_stored(source: Source, *, max_side: int | None = None) -> StoredImage:
+    """Decode one greyscale DICOM frame without mapping it (`read_pixels` = this + `to_uint16`).
 
     Raises:
-        RecordError: reason ``unreadable_dicom`` for non-DICOM/truncated/undecodable input,
-            ``wrong_image_kind`` for colour or multi-frame images, ``too_large`` past `max_side`.
+        RecordError: as `read_pixels`.
     """
     name = _source_name(source)
     ds = _open(source, stop_before_pixels=False)
@@ -172,24 +234,28 @@ def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndar
     stored = _decode(ds, name)
     if stored.ndim != 2:
         raise RecordError(f"{name}: expected one 2-D frame, got shape {stored.shape}.", reason="wrong_image_kind")
-    values = apply_modality_lut(stored, ds)
+    del ds.PixelData  # decoded: a cached image (roi-mode ingest keeps two) holds the pixels once
     voi = _has_voi(ds)
-    if voi:
-        values = apply_voi_lut(values, ds, index=0)
-    low, high = _output_range(ds, voi=voi)
-    if photometric == "MONOCHROME1":
-        values = (low + high) - values.astype(np.float64)
-    pixels = _to_uint16(values, low, high)
-    meta = _header_of(ds)
-    meta.update(
-        source=name,
-        shape=pixels.shape,
-        value_range=(low, high),
-        modality_lut="ModalityLUTSequence" in ds or "RescaleSlope" in ds,
-        voi_lut=voi,
-        inverted=photometric == "MONOCHROME1",
-    )
-    return pixels, meta
+    return StoredImage(stored, ds, name, photometric, voi, _output_range(ds, voi=voi))
+
+
+def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
+
+    Steps: decode (compressed transfer syntaxes through the pylibjpeg plugins) →
+    `apply_modality_lut` → `apply_voi_lut` only when a VOI LUT or window is present → invert
+    MONOCHROME1 so that bright always means dense → map the nominal output range (e.g. 0..4095
+    for 12-bit data, 0..65535 for 16-bit) linearly onto 0..65535.
+
+    `max_side` (the served model's limit) refuses a larger image from its header, before the
+    pixels are decoded.
+
+    Raises:
+        RecordError: reason ``unreadable_dicom`` for non-DICOM/truncated/undecodable input,
+            ``wrong_image_kind`` for colour or multi-frame images, ``too_large`` past `max_side`.
+    """
+    image = read_stored(source, max_side=max_side)
+    return image.to_uint16(), image.meta()
 
 
 def is_roi_mask(pixels: np.ndarray) -> bool:
@@ -248,27 +314,35 @@ def crop_around_mask(full: np.ndarray, mask: np.ndarray, *, margin: float = 0.25
     Raises:
         RecordError: reason ``wrong_image_kind`` if the mask's shape differs from the image's or the mask is empty.
     """
+    return full[crop_region(full.shape, mask, margin=margin, square=square)]
+
+
+def crop_region(
+    shape: tuple[int, ...], mask: np.ndarray, *, margin: float = 0.25, square: bool = True
+) -> tuple[slice, slice]:
+    """The (rows, columns) slices `crop_around_mask` cuts from an image of `shape`: the box alone,
+    so a caller can map only that region of a stored image (`StoredImage.to_uint16(region)`)."""
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin=}")
-    if full.shape != mask.shape:
+    if tuple(shape) != mask.shape:
         raise RecordError(
-            f"ROI mask shape {mask.shape} does not match the full mammogram {full.shape}; "
+            f"ROI mask shape {mask.shape} does not match the full mammogram {tuple(shape)}; "
             "the mask belongs to another image. Re-download the series.",
             reason="wrong_image_kind",
         )
     rows = np.flatnonzero(np.any(mask, axis=1))
-    cols = np.flatnonzero(np.any(mask, axis=0))
     if rows.size == 0:
         raise RecordError(
             "ROI mask is empty (all zero): there is no abnormality to cut out.", reason="wrong_image_kind"
         )
+    cols = np.flatnonzero(np.any(mask[rows[0] : rows[-1] + 1], axis=0))  # only the rows the mask touches
     height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
     box_rows, box_cols = round(height * (1 + 2 * margin)), round(width * (1 + 2 * margin))
     if square:
         box_rows = box_cols = max(box_rows, box_cols)
-    r0, r1 = _span((rows[0] + rows[-1] + 1) / 2, box_rows, full.shape[0])
-    c0, c1 = _span((cols[0] + cols[-1] + 1) / 2, box_cols, full.shape[1])
-    return full[r0:r1, c0:c1]
+    r0, r1 = _span((rows[0] + rows[-1] + 1) / 2, box_rows, shape[0])
+    c0, c1 = _span((cols[0] + cols[-1] + 1) / 2, box_cols, shape[1])
+    return slice(r0, r1), slice(c0, c1)
 
 
 def patch_from_dicom(
