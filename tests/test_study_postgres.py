@@ -108,3 +108,54 @@ def test_two_workers_share_a_postgres_study_and_retry_a_stale_trial(
     others = [trial for trial in trials if trial.number not in (stale_number, retry.number)]
     assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in others)
     assert search.trial_counts(study)["trials_failed"] == 1
+
+
+SECRET_ROLE = "mammo_secret"  # .ci/postgres.sh: its password is given to the study only through PGPASSWORD
+SECRET_PASSWORD = os.environ.get("MAMMO_POSTGRES_SECRET_PASSWORD", "pgpass-only-5e1b9d")
+
+
+@pytest.mark.slow
+def test_a_study_through_mlflow_run_with_pgpassword_leaves_no_password_in_the_tracking_store(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Issue 9.6, the documented route: a password-free URL, the password in PGPASSWORD, `mlflow run`."""
+    import subprocess
+    import sys
+
+    import mlflow
+    from sqlalchemy.engine import make_url
+
+    # URL.set() ignores None, so the password is dropped with _replace.
+    host = make_url(postgres_url).set(username=SECRET_ROLE, database=SECRET_ROLE)._replace(password=None)
+    storage = host.render_as_string(hide_password=False)
+    dataset = write_tiny_dataset(tmp_path / "tiny")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PGPASSWORD": SECRET_PASSWORD, "MLFLOW_TRACKING_URI": tracking_uri,
+           "MLFLOW_EXPERIMENT_NAME": tracking.EXPERIMENT, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "run", str(Path(__file__).resolve().parents[1]), "-e", "study",
+        "--env-manager", "local", "-P", f"storage={storage}", "-P", f"study_name={name}", "-P", "n_trials=1",
+        "-P", f"data={dataset.path}", "-P", "epochs=1", "-P", "sampler=random",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    except FileNotFoundError:  # pragma: no cover - the venv always has the mlflow CLI
+        pytest.fail("the mlflow CLI is not next to this Python")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "carries a password" not in done.stderr  # the password-free URL draws no warning
+
+    mlflow.set_tracking_uri(tracking_uri)
+    (parent,) = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list",
+                                   filter_string="tags.`mammo.entry` = 'study' and tags.`mlflow.runName` LIKE 'study-%'")  # fmt: skip
+    assert parent.data.params["storage"] == storage and parent.data.metrics["trials_complete"] == 1
+    leaks = [path for path in tmp_path.rglob("*") if path.is_file() and SECRET_PASSWORD.encode() in path.read_bytes()]
+    assert leaks == []  # not in mlflow.db (params, tags), not in any artifact
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "mlflow.db" for path in files) and len(files) > 10  # the scan saw the store
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=search.open_storage(storage_with_password(host)))
+
+
+def storage_with_password(url: object) -> str:
+    return url.set(password=SECRET_PASSWORD).render_as_string(hide_password=False)

@@ -74,7 +74,7 @@ class Postgres:
 
         url = make_url(self.url).set(database=database)
         if not with_password:
-            url = url.set(password=None)
+            url = url._replace(password=None)  # URL.set() ignores None
         return url.render_as_string(hide_password=False)
 
     def execute(self, statement: str) -> None:
