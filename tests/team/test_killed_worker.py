@@ -108,7 +108,8 @@ def test_a_worker_killed_mid_trial_is_retried_and_its_runs_end_failed(
     assert [trial.number for trial in failed] == [victim.number]
     (retry,) = retries
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == victim.number
-    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == victim.params
+    # The retry runs the dead trial's point: whatever it had drawn before the kill, the rest drawn anew.
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and failed[0].params.items() <= retry.params.items()
 
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     runs = MlflowClient().search_runs([experiment.experiment_id], f"tags.`{tracking.STUDY_TAG}` = '{name}'")
