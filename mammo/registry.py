@@ -113,7 +113,12 @@ def register(model_name: str, model_uri: str, *, run_id: str, tags: Mapping[str,
             except MlflowException as error:
                 if error.error_code != ALREADY_EXISTS:
                     raise
-            version = client.create_model_version(model_name, model_uri, run_id=run_id, tags=dict(tags))
+            # A LoggedModel source (models:/<model_id>) is registered with its id, as mlflow.register_model does;
+            # a tracking server refuses the source without it.
+            model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+            version = client.create_model_version(
+                model_name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id, await_creation_for=0
+            )
         client.set_registered_model_alias(model_name, tracking.ALIAS_CHALLENGER, version.version)
     except MlflowException as error:
         raise _failed(f"registering run {run_id} as {model_name!r}", error) from error

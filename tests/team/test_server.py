@@ -94,6 +94,7 @@ def test_train_promote_evaluate_predict_serve_through_the_server(
     assert promote.main(["--run-id", run.info.run_id]) == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+    assert "promote: error:" in error and ("403" in error or "PERMISSION_DENIED" in error), error
     assert "403" in _refused(MlflowClient().set_registered_model_alias, tracking.MODEL_NAME, "champion", "1")
     versions = MlflowClient().search_model_versions(f"name = '{tracking.MODEL_NAME}'")
     assert [version.version for version in versions] == ["1"]  # nothing registered, no alias moved
