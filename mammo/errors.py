@@ -35,6 +35,10 @@ class RegistryError(MammoError):
     """The model registry refused or failed an operation (permission, lock, server)."""
 
 
+class TrackingError(MammoError):
+    """The tracking server refused or failed a call that the caller can report and go on after."""
+
+
 class TrialError(MammoError):
     """An Optuna trial cannot produce a value (e.g. an undefined metric); the study goes on."""
 

@@ -180,6 +180,16 @@ def storage_has_password(storage: str) -> bool:
         return False
 
 
+def password_warning(storage: str) -> str | None:
+    """The warning for a storage URL that carries a password (None when it carries none)."""
+    if not storage_has_password(storage):
+        return None
+    return (
+        "--storage carries a password, which ends up in shell history and, under `mlflow run`, in the tracking "
+        "store; leave it out of the URL and set PGPASSWORD or ~/.pgpass instead."
+    )
+
+
 def rdb_url(storage: str) -> str:
     """A PostgreSQL URL as users write it, for SQLAlchemy: `postgres://` → `postgresql://`, and the
     psycopg2 driver named when psycopg 3 is missing.

@@ -30,11 +30,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
-import socket
-import sys
 import time
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,17 +39,22 @@ from optuna.trial import TrialState
 
 from mammo import search, study_report, tracking, workers
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError, MammoError, TrialError, hide_passwords
+from mammo.errors import ConfigError, MammoError, TrialError
+from mammo.trial_runs import (  # noqa: F401 (ERROR_TAG, TRACEBACK_FILE: the names tests and callers use)
+    ERROR_TAG,
+    MODEL_ATTR,
+    RUN_ID_ATTR,
+    TRACEBACK_FILE,
+    WORKER_ATTR,
+    WORKER_TAG,
+    end_dead_trial_runs,
+    record_failure,
+    worker_name,
+)
 
 if TYPE_CHECKING:  # mammo.variants imports Keras: loaded only once a trial is built, so bad options fail fast
     from mammo.variants import TrainConfig
 
-RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
-MODEL_ATTR = "model_logged"  # trial user attr: the run holds the trial's model
-WORKER_ATTR = "worker"  # trial user attr: host:pid of the process running it (also the run tag below)
-WORKER_TAG = "mammo.worker"
-ERROR_TAG = "mammo.error"  # a failed trial's (or dead worker's) one-line reason
-TRACEBACK_FILE = "errors/traceback.txt"
 CATCH = (MammoError,)  # the trial failures the study goes on after; anything else is a bug
 SEARCH_VARIANT = "optuna"  # the variant label of trials other than Model 5
 PRUNED_STATUS = "KILLED"
@@ -98,6 +99,24 @@ class StudySettings:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
         if self.best_model not in BEST_MODEL_CHOICES:
             raise ConfigError(f"--best-model must be one of {', '.join(BEST_MODEL_CHOICES)}; got {self.best_model!r}.")
+
+
+DEFAULT_N_TRIALS = 20
+SETTING_NAMES = tuple(field.name for field in dataclasses.fields(StudySettings) if field.name != "verbose")
+NONE_IS_A_CHOICE = ("n_trials", "max_trials", "timeout", "epochs", "image_size")  # no limit / schedule's / dataset's
+
+
+def settings_from_options(options: dict[str, Any], *, quiet: bool = False) -> StudySettings:
+    """Settings from CLI/MLproject options: None means the default, or "unset" where that is a choice.
+
+    Without n_trials a worker runs DEFAULT_N_TRIALS trials, unless max_trials or timeout bounds it:
+    then it runs until the study's budget is met or the time is up, whatever the other workers do.
+    """
+    values = {name: options.get(name) for name in SETTING_NAMES}
+    if values["n_trials"] is None and values["max_trials"] is None and values["timeout"] is None:
+        values["n_trials"] = DEFAULT_N_TRIALS
+    chosen = {name: value for name, value in values.items() if value is not None or name in NONE_IS_A_CHOICE}
+    return StudySettings(**chosen, verbose=0 if quiet else None)
 
 
 @dataclass(frozen=True)
@@ -148,19 +167,6 @@ def objective_value(history: dict[str, list[float]], *, metric: str, best_epoch:
             "loss); the trial fails and the study goes on."
         )
     return value
-
-
-def worker_name() -> str:
-    """host:pid, so a trial or run can be traced to the process (and machine) that ran it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def record_failure(error: BaseException) -> None:
-    """The active trial run's reason (tag, one line) and traceback (artifact): why it ended FAILED."""
-    message = hide_passwords(f"{type(error).__name__}: {error}".strip().splitlines()[0])[:500]
-    tracking.set_tags({ERROR_TAG: message})
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    tracking.log_text(hide_passwords(text), TRACEBACK_FILE)
 
 
 class TrialObjective:
@@ -334,37 +340,6 @@ def storage_for(settings: StudySettings) -> optuna.storages.BaseStorage:
         settings.storage, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
         max_retry=settings.max_retry, on_stale=end_dead_trial_runs,
     )  # fmt: skip
-
-
-def end_dead_trial_runs(trial: optuna.trial.FrozenTrial) -> None:
-    """End a dead worker's trial run and its parent run FAILED, saying who died and who noticed.
-
-    Called by the process that failed the trial (a surviving worker, or --fail-running-trials).
-    Runs that already ended (e.g. a retry's inherited run id, which names its predecessor's run)
-    are left alone. Best effort: a tracking-server error is reported and the study goes on.
-    """
-    import mlflow
-
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if not run_id:
-        return
-    dead = trial.user_attrs.get(WORKER_ATTR, "its worker")
-    reason = f"worker {dead} stopped during trial {trial.number}; failed by {worker_name()}"
-    # MlflowClient's set_terminated has no tracking.py wrapper yet (the lead owns tracking.py).
-    client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(run_id)
-        if run.info.status != "RUNNING":
-            return
-        tracking.tag_run(run_id, {tracking.TRIAL_STATE_TAG: "failed", ERROR_TAG: reason})
-        client.set_terminated(run_id, status="FAILED")
-        parent_id = run.data.tags.get("mlflow.parentRunId")
-        ours = dead == worker_name()  # our own trial went stale (a long stall): our parent run goes on
-        if parent_id and not ours and client.get_run(parent_id).info.status == "RUNNING":
-            tracking.tag_run(parent_id, {ERROR_TAG: reason})
-            client.set_terminated(parent_id, status="FAILED")
-    except mlflow.exceptions.MlflowException as error:
-        print(f"study: warning: could not end run {run_id} of dead trial {trial.number}: {error}", file=sys.stderr)
 
 
 def fail_running_trials(settings: StudySettings) -> list[int]:

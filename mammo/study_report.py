@@ -23,6 +23,7 @@ from mammo import evaluation, search, tracking
 
 SIGNIFICANCE = 0.05  # beats_model5 needs a McNemar p below this as well as a higher test accuracy
 BEST_PREFIX = "best_"
+MODEL5_IS_BEST = "the best trial is Model 5 itself"
 
 # artifact → (minimum complete trials, Optuna's matplotlib plot)
 PLOTS: dict[str, tuple[int, Callable[[optuna.Study], Any]]] = {
@@ -149,7 +150,7 @@ def log_comparison(*, best_run_id: str, reference_run_id: str | None, parent_run
     if reference_run_id is None:
         comparison: dict[str, Any] = {"beats_model5": "unknown", "reason": "no complete Model 5 trial in the study"}
     elif reference_run_id == best_run_id:
-        comparison = {"beats_model5": False, "p_value": 1.0, "reason": "the best trial is Model 5 itself"}
+        comparison = {"beats_model5": False, "p_value": 1.0, "reason": MODEL5_IS_BEST}
     else:
         try:
             best = tracking.load_run_table(best_run_id, tracking.PREDICTIONS_FILE)
@@ -164,3 +165,24 @@ def log_comparison(*, best_run_id: str, reference_run_id: str | None, parent_run
     tracking.tag_run(best_run_id, tags, metrics=metrics)
     tracking.tag_run(parent_run_id, {**tags, "best_run_id": best_run_id}, metrics=metrics)
     return comparison
+
+
+def summary_line(outcome: Any) -> str:
+    """One line for the log (a `study.StudyOutcome`): counts, speed, best vs Model 5 and the verdict."""
+    metrics, comparison = outcome.metrics, outcome.comparison
+    counts = ", ".join(f"{metrics.get(f'trials_{state}', 0):.0f} {state}" for state in ("complete", "pruned", "failed"))
+    line = (
+        f"study {outcome.study.study_name!r}: {len(outcome.study.trials)} trials ({counts}); this run "
+        f"{outcome.trials_run} in {outcome.seconds:.0f} s ({metrics['trials_per_hour']:.1f} trials/hour)"
+    )
+    if "best_value" in metrics:
+        line += f"; best {metrics['best_value']:.4f} (trial {metrics['best_trial_number']:.0f})"
+    if "model5_value" in metrics:
+        line += f", Model 5 {metrics['model5_value']:.4f}"
+    if comparison.get("reason") == MODEL5_IS_BEST:
+        line += f"; {MODEL5_IS_BEST}"
+    elif comparison:
+        line += f"; beats_model5={str(comparison['beats_model5']).lower()}"
+        if "p_value" in comparison:
+            line += f" (McNemar p={comparison['p_value']:.3g})"
+    return line + f"; parent run {outcome.parent_run_id}"

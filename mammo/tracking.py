@@ -324,6 +324,29 @@ def tag_run(run_id: str, tags: Mapping[str, Any], *, metrics: Mapping[str, float
         client.log_metric(run_id, key, float(value))
 
 
+def fail_if_running(run_id: str, *, tags: Mapping[str, Any]) -> str | None:
+    """Tag a run and end it FAILED if it is still RUNNING (another process's run, e.g. a dead worker's).
+
+    Returns the run's parent run id ("" for a top-level run) when it was ended, None when it had
+    already ended. MLflow's errors become a TrackingError.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mammo.errors import TrackingError
+
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            return None
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+        client.set_terminated(run_id, status="FAILED")
+    except MlflowException as error:
+        raise TrackingError(f"run {run_id}: {error.message}") from error
+    return run.data.tags.get("mlflow.parentRunId", "")
+
+
 def load_run_table(run_id: str, artifact_file: str) -> Any:
     """A CSV artifact of a run (e.g. PREDICTIONS_FILE) as a pandas DataFrame."""
     import pandas as pd

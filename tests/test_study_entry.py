@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from entrypoints import study as study_entry
 from mammo import search, tracking
 from mammo.data.store import PreparedDataset, write_prepared
-from mammo.study import ERROR_TAG, TRACEBACK_FILE
+from mammo.study import ERROR_TAG, TRACEBACK_FILE, settings_from_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Model 5's four valid 3×3 conv + 2×2 pool blocks need ≥ 46 pixels (see search.min_image_size), so
@@ -92,12 +92,12 @@ def test_unreachable_storage_is_one_line_without_the_password(capsys: pytest.Cap
 
 def test_empty_mlproject_values_mean_defaults() -> None:
     args = study_entry.parse_args(["--study-name", "", "--storage", "", "--seed", "", "--epochs", "", "--timeout", ""])
-    settings = study_entry.settings_from_args(args)
+    settings = settings_from_options(vars(args))
     assert settings.study_name == search.DEFAULT_STUDY_NAME and settings.storage == search.DEFAULT_STORAGE
     assert settings.seed == 0
     assert settings.epochs is None and settings.timeout is None and settings.n_trials == 20
     assert settings.max_trials is None
-    budget = study_entry.settings_from_args(study_entry.parse_args(["--max-trials", "60", "--n-trials", ""]))
+    budget = settings_from_options(vars(study_entry.parse_args(["--max-trials", "60", "--n-trials", ""])))
     assert (budget.max_trials, budget.n_trials) == (60, None)  # a worker runs until the study has 60
 
 

@@ -1,0 +1,58 @@
+"""The MLflow side of a trial that did not end well: its failure on record, a dead worker's runs ended.
+
+A failed trial's run carries the error's first line (`mammo.error` tag) and its traceback
+(`errors/traceback.txt`). When a worker dies mid-trial, the process that fails its trial (a
+surviving worker on a heartbeat storage, or `--fail-running-trials` on a journal) ends the dead
+trial's run and the dead worker's parent run FAILED, saying who died and who noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+from typing import Any
+
+from mammo import tracking
+from mammo.errors import MammoError, hide_passwords
+
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
+MODEL_ATTR = "model_logged"  # trial user attr: the run holds the trial's model
+WORKER_ATTR = "worker"  # trial user attr: host:pid of the process running it (also the run tag below)
+WORKER_TAG = "mammo.worker"
+ERROR_TAG = "mammo.error"  # a failed trial's (or dead worker's) one-line reason
+TRACEBACK_FILE = "errors/traceback.txt"
+
+
+def worker_name() -> str:
+    """host:pid, so a trial or run can be traced to the process (and machine) that ran it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def record_failure(error: BaseException) -> None:
+    """The active trial run's reason (tag, one line) and traceback (artifact): why it ended FAILED."""
+    message = hide_passwords(f"{type(error).__name__}: {error}".strip().splitlines()[0])[:500]
+    tracking.set_tags({ERROR_TAG: message})
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    tracking.log_text(hide_passwords(text), TRACEBACK_FILE)
+
+
+def end_dead_trial_runs(trial: Any) -> None:
+    """End a dead worker's trial run (and its parent run) FAILED, saying who died and who noticed.
+
+    Runs that already ended (e.g. a retry's inherited run id, which names its predecessor's run)
+    are left alone. Our own trial gone stale (a long stall) leaves our parent run going. Best
+    effort: a tracking-server error is reported and the study goes on.
+    """
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        return
+    dead = trial.user_attrs.get(WORKER_ATTR, "its worker")
+    reason = f"worker {dead} stopped during trial {trial.number}; failed by {worker_name()}"
+    try:
+        parent_id = tracking.fail_if_running(run_id, tags={tracking.TRIAL_STATE_TAG: "failed", ERROR_TAG: reason})
+        if parent_id and dead != worker_name():
+            tracking.fail_if_running(parent_id, tags={ERROR_TAG: reason})
+    except MammoError as error:
+        print(f"study: warning: could not end run {run_id} of dead trial {trial.number}: {error}", file=sys.stderr)
