@@ -117,9 +117,9 @@ def _read_one_csv(path: Path) -> pd.DataFrame:
 
 
 def _whole_numbers(column: pd.Series) -> pd.Series:
-    """Numbers as nullable integers; text, fractions and infinities become missing (NA), never an error."""
+    """Numbers as nullable integers; text, fractions, infinities and numbers past int64 become missing (NA)."""
     values = pd.to_numeric(column, errors="coerce")
-    whole = np.isfinite(values) & (values == np.round(values))
+    whole = np.isfinite(values) & (values == np.round(values)) & (values.abs() < 2.0**63)
     return values.where(whole).astype("Int64")
 
 
