@@ -11,11 +11,15 @@ import pytest
 from pydicom.uid import JPEG2000Lossless
 
 from mammo.data.dicom import (
+    binary_mask_extent,
     crop_around_mask,
+    crop_region,
     is_roi_mask,
+    mask_extent,
     patch_from_dicom,
     read_header,
     read_pixels,
+    read_stored,
     resize_patch,
 )
 from mammo.errors import RecordError
@@ -124,6 +128,50 @@ def test_crop_around_mask_rejects_a_mask_of_another_size_or_an_empty_one() -> No
     assert info.value.reason == "wrong_image_kind"
     with pytest.raises(RecordError, match="empty"):
         crop_around_mask(full, np.zeros_like(full))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, bool])
+def test_binary_mask_extent_agrees_with_is_roi_mask_and_the_nonzero_box(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        rows, cols = (int(n) for n in rng.integers(1, 10, 2))
+        image = np.zeros((rows, cols), dtype)
+        top, left = int(rng.integers(0, rows)), int(rng.integers(0, cols))
+        image[top : int(rng.integers(top, rows)) + 1, left : int(rng.integers(left, cols)) + 1] = (
+            1 if dtype is bool else 255
+        )
+        if rng.random() < 0.3:  # a third value (negative where the dtype allows), or NaN
+            image[int(rng.integers(0, rows)), int(rng.integers(0, cols))] = {np.int16: -1, np.float32: np.nan}.get(
+                dtype, 3
+            )
+        if rng.random() < 0.1:
+            image[:] = image.max()
+        nonzero = np.argwhere(image != 0)  # (row, column) pairs
+        box = (
+            (nonzero.min(0)[0], nonzero.max(0)[0] + 1, nonzero.min(0)[1], nonzero.max(0)[1] + 1)
+            if len(nonzero)
+            else None
+        )
+        is_mask, extent = binary_mask_extent(image)
+        assert is_mask == is_roi_mask(image) and mask_extent(image) == box
+        assert extent == box or not is_mask
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"photometric": "MONOCHROME1"}, {"bits_stored": 12, "RescaleSlope": 2, "RescaleIntercept": -100},
+     {"bits_stored": 12, "WindowCenter": 2000, "WindowWidth": 2000}],
+)  # fmt: skip
+def test_mapping_a_region_gives_that_region_of_the_mapped_image(options: dict) -> None:
+    stored = ramp(40, 30, top=4095 if options.get("bits_stored") else 65535)
+    image = read_stored(make_dicom(stored, **options))
+    mask = np.zeros(stored.shape, np.uint8)
+    mask[10:17, 5:12] = 255
+    region = crop_region(image.shape, mask, margin=0.5)
+    full = read_pixels(make_dicom(stored, **options))[0]
+    np.testing.assert_array_equal(image.to_uint16(region), crop_around_mask(full, mask, margin=0.5))
+    # Stored values stand in for the mapped ones only where the mapping keeps the mask's verdict and box.
+    assert (image.order_kept_values() is image.stored) == (not options)
 
 
 def test_real_crop_header_and_patch_from_path_and_bytes_agree() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo.data.dicom import StoredImage, crop_region, is_roi_mask, patch_from_dicom, read_stored, resize_patch
+from mammo.data.dicom import StoredImage, binary_mask_extent, crop_region, patch_from_dicom, read_stored, resize_patch
 from mammo.data.dicom_index import index_tree, make_pool, ordered_map
 from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
@@ -204,10 +204,14 @@ def _roi_patch(task: PatchTask) -> PatchOutcome:
     try:
         full = _read_full(current)
         for current, rows, columns in task.candidates:  # header sizes first: decode only same-size candidates
+            if (rows, columns) != full.shape:
+                continue
             # The mask is judged on its stored values where the uint16 mapping cannot change the verdict or
             # the box, and only the cut region of the mammogram is mapped: the same patch, a fraction of the work.
-            if (rows, columns) == full.shape and is_roi_mask(mask := read_stored(current).order_kept_values()):
-                region = crop_region(full.shape, mask, margin=task.margin)
+            mask = read_stored(current).order_kept_values()
+            is_mask, extent = binary_mask_extent(mask)
+            if is_mask:
+                region = crop_region(full.shape, mask, margin=task.margin, extent=extent)
                 return PatchOutcome(resize_patch(full.to_uint16(region), task.size), current)
     except RecordError as exc:
         return PatchOutcome(None, current, exc.reason, str(exc))

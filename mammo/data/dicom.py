@@ -133,6 +133,8 @@ def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
     if "PixelData" not in ds:
         raise RecordError(f"{name} has no Pixel Data. {_REDOWNLOAD}", reason="unreadable_dicom")
     try:
+        # Uncompressed data: a read-only view of the bytes just read, not a copy (nothing here writes to it).
+        ds.pixel_array_options(view_only=True)
         return ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, EOFError, AttributeError, KeyError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
@@ -270,6 +272,45 @@ def is_roi_mask(pixels: np.ndarray) -> bool:
     return top == 0 or int(np.count_nonzero(values)) == int(np.count_nonzero(values == top))
 
 
+Extent = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open: the box of a mask's nonzero pixels
+
+
+def mask_extent(mask: np.ndarray) -> Extent | None:
+    """The half-open bounding box of the nonzero pixels of a 2-D mask; None when every pixel is 0."""
+    values = np.asarray(mask)
+    rows = np.flatnonzero(_any_nonzero(values, axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(_any_nonzero(values[rows[0] : rows[-1] + 1], axis=0))  # only the rows the mask touches
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _any_nonzero(values: np.ndarray, *, axis: int) -> np.ndarray:
+    """`np.any` along `axis`; for unsigned integers `max` (≈2× faster on a full-size uint8 mask, same rows)."""
+    fast = values.size and np.issubdtype(values.dtype, np.unsignedinteger)
+    return values.max(axis=axis) if fast else np.any(values, axis=axis)
+
+
+def binary_mask_extent(pixels: np.ndarray) -> tuple[bool, Extent | None]:
+    """`is_roi_mask` and `mask_extent` of a 2-D image in one go.
+
+    Outside the box of the nonzero pixels every pixel is 0, so the binary check only needs the box:
+    a full-size mask costs one pass over its rows instead of five over all its pixels.
+    """
+    values = np.asarray(pixels)
+    if values.ndim != 2 or values.size == 0:
+        return is_roi_mask(values), None
+    extent = mask_extent(values)
+    if extent is None:
+        return True, None  # all zero: an empty mask, as is_roi_mask says
+    box = values[extent[0] : extent[1], extent[2] : extent[3]]
+    lowest = box.min() if box.size == values.size else min(box.min(), 0)  # zeros lie outside a smaller box
+    if lowest != 0:
+        return False, extent
+    top = box.max()
+    return bool(int(np.count_nonzero(box)) == int(np.count_nonzero(box == top))), extent
+
+
 def resize_patch(pixels: np.ndarray, size: int) -> np.ndarray:
     """Resize to (size, size) uint16 with anti-aliasing, keeping the aspect ratio.
 
@@ -318,10 +359,12 @@ def crop_around_mask(full: np.ndarray, mask: np.ndarray, *, margin: float = 0.25
 
 
 def crop_region(
-    shape: tuple[int, ...], mask: np.ndarray, *, margin: float = 0.25, square: bool = True
-) -> tuple[slice, slice]:
+    shape: tuple[int, ...], mask: np.ndarray, *, margin: float = 0.25, square: bool = True,
+    extent: Extent | None = None,
+) -> tuple[slice, slice]:  # fmt: skip
     """The (rows, columns) slices `crop_around_mask` cuts from an image of `shape`: the box alone,
-    so a caller can map only that region of a stored image (`StoredImage.to_uint16(region)`)."""
+    so a caller can map only that region of a stored image (`StoredImage.to_uint16(region)`).
+    `extent` is the mask's `mask_extent` when the caller has it already."""
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin=}")
     if tuple(shape) != mask.shape:
@@ -330,18 +373,17 @@ def crop_region(
             "the mask belongs to another image. Re-download the series.",
             reason="wrong_image_kind",
         )
-    rows = np.flatnonzero(np.any(mask, axis=1))
-    if rows.size == 0:
+    extent = extent or mask_extent(mask)
+    if extent is None:
         raise RecordError(
             "ROI mask is empty (all zero): there is no abnormality to cut out.", reason="wrong_image_kind"
         )
-    cols = np.flatnonzero(np.any(mask[rows[0] : rows[-1] + 1], axis=0))  # only the rows the mask touches
-    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    box_rows, box_cols = round(height * (1 + 2 * margin)), round(width * (1 + 2 * margin))
+    top, bottom, left, right = extent
+    box_rows, box_cols = round((bottom - top) * (1 + 2 * margin)), round((right - left) * (1 + 2 * margin))
     if square:
         box_rows = box_cols = max(box_rows, box_cols)
-    r0, r1 = _span((rows[0] + rows[-1] + 1) / 2, box_rows, shape[0])
-    c0, c1 = _span((cols[0] + cols[-1] + 1) / 2, box_cols, shape[1])
+    r0, r1 = _span((top + bottom) / 2, box_rows, shape[0])
+    c0, c1 = _span((left + right) / 2, box_cols, shape[1])
     return slice(r0, r1), slice(c0, c1)
 
 
