@@ -200,6 +200,8 @@ def test_roi_mode_cuts_the_full_image_around_the_mask(tmp_path: Path) -> None:
     full, mask, _ = make_images(len("Mass-Training_P_00001_LEFT_CC_1"))
     np.testing.assert_array_equal(result.patches[0], resize_patch(crop_around_mask(full, mask, margin=0.5), 32))
     assert result.manifest["source_file"].iloc[0] == paths["roi"]
+    threaded = tiny_ingest(tmp_path, [csv_row(paths)], image_size=32, patch="roi", margin=0.5, workers=2)
+    np.testing.assert_array_equal(threaded.patches, result.patches)  # roi mode's worker threads: the same patch
 
 
 def test_wrong_image_kind_when_only_a_mask_or_a_mask_of_another_size(tmp_path: Path) -> None:

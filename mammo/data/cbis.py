@@ -377,7 +377,7 @@ def ingest_cbis(
     `margin` of context, then resizes. `csv_dir` defaults to `data_dir` (or `data_dir/csv`). The
     manifest's `source_file` is the crop (or, in roi mode, the mask) relative to `data_dir`, so the
     digest does not depend on where the data lives. `workers` > 1 indexes and decodes on that many
-    spawned processes.
+    spawned processes (crop mode) or threads (roi mode).
 
     Raises:
         DataError: a CSV or required column is missing, or `data_dir` is not a folder.
@@ -386,7 +386,9 @@ def ingest_cbis(
     _validate(image_size=image_size, patch=patch, margin=margin, on_error=on_error, workers=workers)
     root = Path(data_dir)
     cases = read_case_descriptions(csv_dir if csv_dir is not None else _default_csv_dir(root))
-    pool = make_pool(workers)  # one pool for indexing and decoding: start-up paid once
+    # One pool for indexing and decoding: start-up paid once. roi mode is file reads and numpy passes over
+    # full-size images, outside the GIL: threads, which start at once (make_pool says why that matters).
+    pool = make_pool(workers, threads=patch == "roi")
     try:
         index = index_tree(root, pool=pool, progress=progress)
         tree = _Tree(index, root)

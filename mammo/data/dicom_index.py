@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -57,10 +57,20 @@ def _index_one(path: str) -> dict[str, Any]:
     return record
 
 
-def make_pool(workers: int) -> Executor | None:
-    """Processes, not threads: header parsing, decoding and resizing hold the GIL. Spawned, not
-    forked, so it is safe when TensorFlow or MLflow threads already run in this process."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+def make_pool(workers: int, *, threads: bool = False) -> Executor | None:
+    """Processes by default: header parsing, decoding and resizing small images hold the GIL. Spawned,
+    not forked, so it is safe when TensorFlow or MLflow threads already run in this process.
+
+    `threads=True` is for work that spends its time outside the GIL (roi mode: reading ~30 MB files and
+    numpy passes over full-size masks). Threads start at once, while each spawned process first imports
+    the package again (and the CLI's `__main__`, MLflow included): 2–7 s a worker on a 2-core machine,
+    more than a 2 GB roi ingest takes in one process.
+    """
+    if workers <= 1:
+        return None
+    if threads:
+        return ThreadPoolExecutor(workers, thread_name_prefix="mammo-ingest")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def ordered_map(
