@@ -3,9 +3,10 @@
 Module map (one line each):
     errors       the error classes; every message says how to fix the problem
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json)
-    data/dicom   DICOM reading through pydicom's LUT helpers; crop/mask by content; resize
+    data/dicom   DICOM reading through pydicom's LUT helpers (a region mapped alone, files memory-mapped); resize
+    data/masks   ROI masks told from crops by content, their box, the region to cut around them
     data/cbis    the CBIS-DDSM case-description CSVs, row → file matching, ingest
-    data/dicom_index  the DICOM tree indexed by header UIDs; the spawned worker pool
+    data/dicom_index  the DICOM tree indexed by header UIDs; the worker pool (processes, or threads for roi)
     data/tensors the published project's numpy layout
     data/synthetic  a generated CBIS-DDSM tree in the real TCIA layout (the default)
     data/cohort  synthetic patients, lesions, CSV descriptors and the official split (pure)

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo.data.dicom import is_roi_mask, patch_from_dicom, resize_patch
+from mammo.data.dicom import patch_from_dicom, resize_patch
+from mammo.data.masks import is_roi_mask
 from mammo.errors import RecordError
 from mammo.pixels import PIXEL_MAX
 

@@ -12,8 +12,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from mammo.data.cbis import ingest_cbis, read_case_descriptions
-from mammo.data.dicom import crop_around_mask, read_pixels, resize_patch
+from mammo.data.dicom import read_pixels, resize_patch
 from mammo.data.dicom_index import index_dicom_tree
+from mammo.data.masks import crop_around_mask
 from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
 from tests.conftest import make_dicom

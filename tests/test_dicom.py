@@ -10,18 +10,8 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
-from mammo.data.dicom import (
-    binary_mask_extent,
-    crop_around_mask,
-    crop_region,
-    is_roi_mask,
-    mask_extent,
-    patch_from_dicom,
-    read_header,
-    read_pixels,
-    read_stored,
-    resize_patch,
-)
+from mammo.data.dicom import patch_from_dicom, read_header, read_pixels, read_stored, resize_patch
+from mammo.data.masks import binary_mask_extent, crop_around_mask, crop_region, is_roi_mask, mask_extent
 from mammo.errors import RecordError
 from tests.conftest import make_dicom
 
@@ -172,6 +162,34 @@ def test_mapping_a_region_gives_that_region_of_the_mapped_image(options: dict) -
     np.testing.assert_array_equal(image.to_uint16(region), crop_around_mask(full, mask, margin=0.5))
     # Stored values stand in for the mapped ones only where the mapping keeps the mask's verdict and box.
     assert (image.order_kept_values() is image.stored) == (not options)
+
+
+@pytest.mark.parametrize(
+    ("options", "mapped"),
+    [({}, True), ({"photometric": "MONOCHROME1"}, True), ({"bits_stored": 12}, False),
+     ({"RescaleSlope": 2, "RescaleIntercept": -100}, True)],
+)  # fmt: skip
+def test_a_lazily_read_file_is_memory_mapped_only_where_pydicom_would_change_nothing(
+    tmp_path: Path, options: dict, mapped: bool
+) -> None:
+    path = tmp_path / "image.dcm"
+    path.write_bytes(make_dicom(ramp(80, 60, top=4095 if options.get("bits_stored") else 65535), **options))  # > 4 KB
+    lazy, eager = read_stored(path, lazy=True), read_stored(path)
+    assert isinstance(lazy.stored.base, np.memmap) == mapped
+    region = (slice(5, 40), slice(3, 37))
+    np.testing.assert_array_equal(lazy.to_uint16(region), eager.to_uint16(region))
+    np.testing.assert_array_equal(lazy.to_uint16(), read_pixels(path)[0])
+    assert lazy.meta() == eager.meta()
+
+
+def test_a_lazily_read_truncated_file_fails_as_an_eager_read_does(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(make_dicom(ramp(40, 30))[:-100])
+    with pytest.raises(RecordError) as eager:
+        read_stored(truncated)
+    with pytest.raises(RecordError) as lazy:
+        read_stored(truncated, lazy=True)
+    assert (lazy.value.reason, str(lazy.value)) == (eager.value.reason, str(eager.value))
 
 
 def test_real_crop_header_and_patch_from_path_and_bytes_agree() -> None:

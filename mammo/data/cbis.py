@@ -4,7 +4,7 @@ The CSVs name files as `<case>/<StudyInstanceUID>/<SeriesInstanceUID>/00000N.dcm
 download is laid out by the NBIA retriever under other folder names, and which of 000000/000001
 is the crop and which the ROI mask is not consistent. So the tree is indexed once by header UIDs
 (any folder names work), each CSV row is matched by its series UIDs, and crop and mask are told
-apart by content (`dicom.is_roi_mask`). Bad rows follow one policy (pydicom's RAISE/IGNORE idea):
+apart by content (`masks.is_roi_mask`). Bad rows follow one policy (pydicom's RAISE/IGNORE idea):
 `on_error="raise"` stops at the first with a message naming CSV row, file and fix; `"skip"` records
 every one with its reason in `IngestResult.skipped`.
 """
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo.data.dicom import StoredImage, binary_mask_extent, crop_region, patch_from_dicom, read_stored, resize_patch
+from mammo.data.dicom import StoredImage, patch_from_dicom, read_stored, resize_patch
 from mammo.data.dicom_index import index_tree, make_pool, ordered_map
+from mammo.data.masks import binary_mask_extent, crop_region
 from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
 
@@ -169,9 +170,9 @@ class PatchOutcome:
     missing: str = ""  # for reason missing_file: which CSV path ("crop", "image" or "roi")
 
 
-@lru_cache(maxsize=2)  # abnormalities of one mammogram are adjacent rows: decode it once
+@lru_cache(maxsize=2)  # abnormalities of one mammogram are adjacent rows: open it once
 def _read_full(path: str) -> StoredImage:
-    return read_stored(path)
+    return read_stored(path, lazy=True)  # memory-mapped where plain: only the cut region is read
 
 
 def _not_found(task: PatchTask, kind: str, message: str) -> PatchOutcome:

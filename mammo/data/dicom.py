@@ -3,7 +3,7 @@
 Every pixel goes through pydicom's own `apply_modality_lut` and `apply_voi_lut` rather than a
 re-derivation, MONOCHROME1 is inverted, and the result is mapped onto the full uint16 range so
 that 16-bit data keeps every grey level. Crops and ROI masks are told apart by content (a mask is
-binary), never by file or folder name: CBIS-DDSM's names for them are inconsistent.
+binary, `masks.is_roi_mask`), never by file or folder name: CBIS-DDSM's names for them are inconsistent.
 
 `patch_from_dicom` is the one crop-mode preprocessing path: `prepare` builds the training
 patches with it and `predict`/serving call it on uploaded files, so both see identical pixels.
@@ -18,10 +18,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from skimage.transform import resize
 
+from mammo.data.masks import is_roi_mask
 from mammo.errors import RecordError
 from mammo.pixels import PIXEL_MAX
 
@@ -193,8 +196,8 @@ class StoredImage:
             and int(self.header.get("PixelRepresentation", 0)) == 0 and "ModalityLUTSequence" not in self.header
             and "RescaleSlope" not in self.header and np.issubdtype(self.stored.dtype, np.unsignedinteger)
         )  # fmt: skip
-        if plain and (self.stored.size == 0 or self.stored.max() <= high):
-            return self.stored
+        if plain and (np.iinfo(self.stored.dtype).max <= high or self.stored.size == 0 or self.stored.max() <= high):
+            return self.stored  # (the scan is skipped when the dtype cannot exceed BitsStored: 8/8, 16/16 bits)
         return self.to_uint16()
 
     def meta(self) -> dict[str, Any]:
@@ -210,12 +213,21 @@ class StoredImage:
         return meta
 
 
-def read_stored(source: Source, *, max_side: int | None = None) -> StoredImage:
+def read_stored(source: Source, *, max_side: int | None = None, lazy: bool = False) -> StoredImage:
     """Decode one greyscale DICOM frame without mapping it (`read_pixels` = this + `to_uint16`).
+
+    `lazy` (a file path, no `max_side`): when the file holds one uncompressed little-endian frame whose
+    stored values are exactly what pydicom would decode (see `_mapped_frame`), the pixels are a
+    read-only memory map of the file, so only the pages of the region a caller maps are ever read:
+    roi-mode ingest reads a ~1 MB band of a 30 MB mammogram. Any other file is decoded as usual.
 
     Raises:
         RecordError: as `read_pixels`.
     """
+    if lazy and max_side is None and isinstance(source, str | Path):
+        mapped = _mapped_frame(Path(source))
+        if mapped is not None:
+            return mapped
     name = _source_name(source)
     ds = _open(source, stop_before_pixels=False)
     if max_side is not None:
@@ -241,6 +253,43 @@ def read_stored(source: Source, *, max_side: int | None = None) -> StoredImage:
     return StoredImage(stored, ds, name, photometric, voi, _output_range(ds, voi=voi))
 
 
+_NATIVE_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_DEFER_BYTES = 4096  # elements larger than this are left in the file until used (the Pixel Data)
+
+
+def _mapped_frame(path: Path) -> StoredImage | None:
+    """The file's frame as a memory map, or None when anything is not plain (then it is decoded as usual).
+
+    Plain: one frame, one sample, unsigned 8 or 16 bits all stored (pydicom then changes nothing: no
+    unused-bit masking, sign or colour handling), uncompressed little-endian, MONOCHROME1/2, and the
+    Pixel Data wholly inside the file. Any parser error also gives None, so the usual path raises it.
+    """
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        element = ds.get_item(0x7FE00010, keep_deferred=True)  # Pixel Data, not read
+        meta = getattr(ds, "file_meta", None)
+        rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        plain = (
+            meta is not None and meta.get("TransferSyntaxUID") in _NATIVE_LITTLE_ENDIAN
+            and str(ds.get("PhotometricInterpretation", "")) in ("MONOCHROME1", "MONOCHROME2")
+            and int(ds.get("SamplesPerPixel", 1)) == 1 and int(ds.get("NumberOfFrames") or 1) == 1
+            and bits in (8, 16) and int(ds.BitsStored) == bits and int(ds.get("PixelRepresentation", 0)) == 0
+            and rows > 0 and columns > 0 and isinstance(element, RawDataElement) and element.value is None
+            and element.VR in ("OB", "OW", None) and element.length != 0xFFFFFFFF
+            and element.length >= rows * columns * bits // 8
+            and element.value_tell + rows * columns * bits // 8 <= path.stat().st_size
+        )  # fmt: skip
+        if not plain:
+            return None
+        frame = np.memmap(path, dtype=f"<u{bits // 8}", mode="r", offset=element.value_tell, shape=(rows, columns))
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        # whatever is wrong, the usual path reads the file again and reports it
+        return None
+    del ds.PixelData
+    photometric, voi = str(ds.PhotometricInterpretation), _has_voi(ds)
+    return StoredImage(np.asarray(frame), ds, str(path), photometric, voi, _output_range(ds, voi=voi))
+
+
 def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
 
@@ -258,57 +307,6 @@ def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndar
     """
     image = read_stored(source, max_side=max_side)
     return image.to_uint16(), image.meta()
-
-
-def is_roi_mask(pixels: np.ndarray) -> bool:
-    """True for a binary image: only 0 and at most one other value (an empty mask counts).
-
-    Two linear passes, no sort, so it stays cheap on a full-size 4000×3000 mask.
-    """
-    values = np.asarray(pixels)
-    if values.size == 0 or values.min() != 0:
-        return False
-    top = values.max()
-    return top == 0 or int(np.count_nonzero(values)) == int(np.count_nonzero(values == top))
-
-
-Extent = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open: the box of a mask's nonzero pixels
-
-
-def mask_extent(mask: np.ndarray) -> Extent | None:
-    """The half-open bounding box of the nonzero pixels of a 2-D mask; None when every pixel is 0."""
-    values = np.asarray(mask)
-    rows = np.flatnonzero(_any_nonzero(values, axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(_any_nonzero(values[rows[0] : rows[-1] + 1], axis=0))  # only the rows the mask touches
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def _any_nonzero(values: np.ndarray, *, axis: int) -> np.ndarray:
-    """`np.any` along `axis`; for unsigned integers `max` (≈2× faster on a full-size uint8 mask, same rows)."""
-    fast = values.size and np.issubdtype(values.dtype, np.unsignedinteger)
-    return values.max(axis=axis) if fast else np.any(values, axis=axis)
-
-
-def binary_mask_extent(pixels: np.ndarray) -> tuple[bool, Extent | None]:
-    """`is_roi_mask` and `mask_extent` of a 2-D image in one go.
-
-    Outside the box of the nonzero pixels every pixel is 0, so the binary check only needs the box:
-    a full-size mask costs one pass over its rows instead of five over all its pixels.
-    """
-    values = np.asarray(pixels)
-    if values.ndim != 2 or values.size == 0:
-        return is_roi_mask(values), None
-    extent = mask_extent(values)
-    if extent is None:
-        return True, None  # all zero: an empty mask, as is_roi_mask says
-    box = values[extent[0] : extent[1], extent[2] : extent[3]]
-    lowest = box.min() if box.size == values.size else min(box.min(), 0)  # zeros lie outside a smaller box
-    if lowest != 0:
-        return False, extent
-    top = box.max()
-    return bool(int(np.count_nonzero(box)) == int(np.count_nonzero(box == top))), extent
 
 
 def resize_patch(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -336,55 +334,6 @@ def resize_patch(pixels: np.ndarray, size: int) -> np.ndarray:
         image.astype(np.float32), (size, size), order=1, mode="reflect", anti_aliasing=side > size, preserve_range=True
     )
     return np.clip(np.rint(out), 0, PIXEL_MAX).astype(np.uint16)  # (size, size)
-
-
-def _span(center: float, length: int, limit: int) -> tuple[int, int]:
-    """A window of `length` around `center`, shifted (not shrunk) to stay inside 0..limit where possible."""
-    start = round(center - length / 2)
-    start = min(max(start, 0), max(limit - length, 0))
-    return start, min(start + length, limit)
-
-
-def crop_around_mask(full: np.ndarray, mask: np.ndarray, *, margin: float = 0.25, square: bool = True) -> np.ndarray:
-    """Cut the full mammogram around the mask's bounding box plus `margin` of context on each side.
-
-    The box grows by `margin` × its height (top and bottom) and × its width (left and right); with
-    `square` it then grows to a square around the same centre, so the later resize needs little
-    padding. A box that runs past the image edge is shifted back inside, then clipped to the image.
-
-    Raises:
-        RecordError: reason ``wrong_image_kind`` if the mask's shape differs from the image's or the mask is empty.
-    """
-    return full[crop_region(full.shape, mask, margin=margin, square=square)]
-
-
-def crop_region(
-    shape: tuple[int, ...], mask: np.ndarray, *, margin: float = 0.25, square: bool = True,
-    extent: Extent | None = None,
-) -> tuple[slice, slice]:  # fmt: skip
-    """The (rows, columns) slices `crop_around_mask` cuts from an image of `shape`: the box alone,
-    so a caller can map only that region of a stored image (`StoredImage.to_uint16(region)`).
-    `extent` is the mask's `mask_extent` when the caller has it already."""
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin=}")
-    if tuple(shape) != mask.shape:
-        raise RecordError(
-            f"ROI mask shape {mask.shape} does not match the full mammogram {tuple(shape)}; "
-            "the mask belongs to another image. Re-download the series.",
-            reason="wrong_image_kind",
-        )
-    extent = extent or mask_extent(mask)
-    if extent is None:
-        raise RecordError(
-            "ROI mask is empty (all zero): there is no abnormality to cut out.", reason="wrong_image_kind"
-        )
-    top, bottom, left, right = extent
-    box_rows, box_cols = round((bottom - top) * (1 + 2 * margin)), round((right - left) * (1 + 2 * margin))
-    if square:
-        box_rows = box_cols = max(box_rows, box_cols)
-    r0, r1 = _span((top + bottom) / 2, box_rows, shape[0])
-    c0, c1 = _span((left + right) / 2, box_cols, shape[1])
-    return slice(r0, r1), slice(c0, c1)
 
 
 def patch_from_dicom(
