@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from entrypoints import add_config_arguments, config_from_args, parse, report_errors
+from mammo import tracking
 from mammo.data.prepare import open_dataset
 from mammo.variants import VARIANTS
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wrong {metrics['test_wrong']:.0f}, worst {metrics['test_worst']:.0f} of {len(result.probabilities)}; "
         f"best epoch {result.best_epoch}/{result.epochs_run} ({result.precision}, {result.train_seconds:.0f} s of fit)"
     )
+    print(f"in the MLflow UI: {tracking.ui_link(tracking.get_run(run_id).info.experiment_id, run_id)}")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from entrypoints import add_config_arguments, config_from_args, optional_int, optional_str, parse, report_errors
+from mammo import tracking
 from mammo.data.prepare import open_dataset
 from mammo.series import parse_seeds, parse_variants, train_series, with_folds
 from mammo.variants import TrainConfig
@@ -42,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = open_dataset(args.data)
     from mammo import reports
 
-    _, table = train_series(configs, dataset, experiment=args.experiment)
+    parent_run_id, table = train_series(configs, dataset, experiment=args.experiment)
     print(reports.markdown_table(table))
+    print(f"compare them in the MLflow UI: {tracking.ui_link(tracking.get_run(parent_run_id).info.experiment_id)}")
     return 0
 
 

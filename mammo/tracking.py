@@ -165,6 +165,23 @@ def start_run(
         yield run
 
 
+UI_LOCAL = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+UI_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or run) in the "Model training" view.
+
+    MLflow 3.17's UI picks its view from a global GenAI / Model training switch (default GenAI, kept
+    in the browser's local storage) and not from the experiment's `mlflow.experimentKind` tag, so a
+    bare link opens the GenAI overview; `?workflowType=machine_learning` opens the runs table.
+    """
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_LOCAL
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?{UI_TRAINING_VIEW}"
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     """Params are logged once, as strings MLflow accepts (tuples joined with '-').
 
