@@ -17,17 +17,39 @@ for _name, _value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("MLFLOW_LOGGING_LEVEL", "W
     os.environ.setdefault(_name, _value)
 
 
+DEFAULT = "default"  # what the MLproject passes for "the tool's own default" (blank would be logged as '')
+
+
+def _unset(text: str) -> bool:
+    return text.strip() in ("", DEFAULT)
+
+
 def optional_int(text: str) -> int | None:
-    """argparse type: MLproject passes "" for an unset optional parameter."""
-    return None if text.strip() == "" else int(float(text))
+    """argparse type: "" or "default" (an unset MLproject parameter) means None, i.e. the default."""
+    return None if _unset(text) else int(float(text))
 
 
 def optional_float(text: str) -> float | None:
-    return None if text.strip() == "" else float(text)
+    return None if _unset(text) else float(text)
 
 
 def optional_str(text: str) -> str | None:
-    return None if text.strip() == "" else text
+    return None if _unset(text) else text
+
+
+def switch(text: str) -> bool:
+    """argparse type of a flag that MLproject passes a value to (`--quiet false`); alone it means true."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off", "", DEFAULT):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_switch(parser: argparse.ArgumentParser, flag: str, *, help: str) -> None:
+    """A store-true flag that also takes true/false, as the MLproject passes every parameter a value."""
+    parser.add_argument(flag, type=switch, nargs="?", const=True, default=False, help=help)
 
 
 # Flags that override one TrainConfig field each (the CLI spelling uses dashes).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints import optional_str, parse, report_errors
+from entrypoints import add_switch, optional_str, parse, report_errors
 from mammo import scoring, tracking
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data", type=optional_str, help="prepared dataset folder (default: the one the model was trained on)"
     )
     parser.add_argument("--experiment", type=optional_str, help=f"MLflow experiment (default {tracking.EXPERIMENT})")
-    parser.add_argument("--no-plots", action="store_true", help="metrics and predictions only")
+    add_switch(parser, "--no-plots", help="metrics and predictions only")
     return parse(parser, argv)
 
 

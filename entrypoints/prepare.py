@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrypoints import optional_int, optional_str, parse, report_errors
+from entrypoints import add_switch, optional_int, optional_str, parse, report_errors
 from mammo import tracking
 from mammo.data.prepare import ERROR_POLICIES, PATCH_MODES, SOURCES, prepare
 
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--experiment", type=optional_str, default=None, help=f"MLflow experiment (default {tracking.EXPERIMENT})"
     )
-    parser.add_argument("--no-progress", action="store_true")
+    add_switch(parser, "--no-progress", help="no progress bars")
     return parse(parser, argv)
 
 

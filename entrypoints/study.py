@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from entrypoints import optional_float, optional_int, optional_str, parse, report_errors
+from entrypoints import add_switch, optional_float, optional_int, optional_str, parse, report_errors
 from mammo import search, study, study_report, tracking
 from mammo.variants import SCHEDULES
 
@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--grace-period", type=optional_int, default=search.GRACE_PERIOD, help="RDB: silent this long = stale, s")
     add("--max-retry", type=optional_int, default=search.MAX_RETRY, help="RDB: retries of a stale trial")
     add("--experiment", type=optional_str, help=f"MLflow experiment (default {tracking.EXPERIMENT})")
-    add("--quiet", action="store_true", help="no Keras progress lines")
-    add("--fail-running-trials", action="store_true", help="fail and re-queue the study's RUNNING trials (a killed "
+    add_switch(parser, "--quiet", help="no Keras progress lines")
+    add_switch(parser, "--fail-running-trials", help="fail and re-queue the study's RUNNING trials (a killed "
         "worker's, journal storage), end their runs FAILED, then exit; only when no worker is running")  # fmt: skip
     return parse(parser, argv)
 
