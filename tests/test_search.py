@@ -193,8 +193,13 @@ def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
 def test_best_trial_is_none_before_any_trial_completes() -> None:
     study = optuna.create_study()
     assert search.best_trial(study) is None
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
-    assert search.best_trial(study).number in (0, 1)
+    values = [0.3, 0.7, 0.7, 0.1]  # trial 1 is best; trial 2 ties it later
+    study.optimize(lambda trial: values[trial.number], n_trials=4)
+    assert search.best_trial(study).number == 3  # minimize (Optuna's default direction): 0.1 is trial 3
+    maximize = optuna.create_study(direction="maximize")
+    maximize.optimize(lambda trial: values[trial.number], n_trials=4)
+    assert search.best_trial(maximize).number == 1  # a tie goes to the first trial that reached it
+    assert [trial.number for trial in search.best_trials(maximize)] == [1, 2]
 
 
 # --- the parent run's report (mammo.study_report), on pure-Python studies -----------------------

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from entrypoints import study as study_entry
-from mammo import search, tracking
+from mammo import search, serving, study_report, tracking
 from mammo.data.store import PreparedDataset, write_prepared
 from mammo.study import ERROR_TAG, TRACEBACK_FILE, settings_from_options
 
@@ -125,10 +125,23 @@ def test_study_logs_trials_plots_and_best_then_resumes(
         tracking.PLOT_OPTUNA_SLICE,
     }  # fmt: skip
     best_run = MlflowClient().get_run(parent.data.tags["best_run_id"])
-    assert best_run.data.tags[tracking.BEATS_MODEL5_TAG] in ("true", "false")
+    # The verdict, recomputed from the two runs' own test predictions.
+    best_predictions = tracking.load_run_table(best_run.info.run_id, tracking.PREDICTIONS_FILE)
+    if best_run.info.run_id == model5.info.run_id:
+        expected = {"beats_model5": False, "p_value": 1.0}
+        assert best_run.data.tags["beats_model5_reason"] == study_report.MODEL5_IS_BEST
+        assert study_report.MODEL5_IS_BEST in capsys.readouterr().out  # the summary line says so in words
+    else:
+        model5_predictions = tracking.load_run_table(model5.info.run_id, tracking.PREDICTIONS_FILE)
+        expected = study_report.compare_with_reference(best_predictions, model5_predictions)
+    assert best_run.data.tags[tracking.BEATS_MODEL5_TAG] == str(expected["beats_model5"]).lower()
     assert parent.data.tags[tracking.BEATS_MODEL5_TAG] == best_run.data.tags[tracking.BEATS_MODEL5_TAG]
-    assert 0.0 <= best_run.data.metrics[tracking.MCNEMAR_MODEL5] <= 1.0
-    assert mlflow.pyfunc.load_model(f"runs:/{best_run.info.run_id}/{tracking.MODEL_ARTIFACT}") is not None
+    assert best_run.data.metrics[tracking.MCNEMAR_MODEL5] == pytest.approx(expected["p_value"])
+    # The kept model is the best trial's own: it scores the test patches as its run's predictions say.
+    model = mlflow.pyfunc.load_model(f"runs:/{best_run.info.run_id}/{tracking.MODEL_ARTIFACT}")
+    rows = best_predictions["index"].to_numpy()
+    scored = serving.predict_batches(model, np.asarray(tiny.patches[rows]))
+    np.testing.assert_allclose(scored, best_predictions["probability"], atol=1e-5)
 
     assert study_entry.main(argv) == 0  # the same storage and name: the study continues
     study = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=storage)
