@@ -6,8 +6,8 @@ smaller `--image-size`, 48 by default, so a study takes minutes on 2 cores). Pru
 there are several rounds. Per study it prints trials/hour (`run_study`'s own measure: trials over the
 optimisation's seconds), how many trials were pruned and at which epoch, the best value, and where a
 trial's time goes (from its MLflow run: set-up before the first epoch, seconds per epoch, and the
-evaluation and logging after the last). Prints the ratio of trials/hour, median/none, last (goal ≥ 2
-at an equal or better best value). Usage:
+evaluation and logging after the last). Prints the ratio of trials/hour, pruner/none, last (goal ≥ 2
+at an equal or better best value); `--pruner hyperband` sets Optuna's Hyperband against none instead. Usage:
 
     python -m bench.study [--trials 8] [--epochs 4] [--image-size 48] [--data DIR] [--rounds 1] [--out result.json]
     python -m bench.study --quick           # 3 trials × 2 epochs at 48 px: a smoke run
@@ -29,7 +29,7 @@ from pathlib import Path
 from bench import load_average, machine, save_results
 
 REPO = Path(__file__).resolve().parents[1]
-PRUNERS = ("none", "median")
+PRUNERS = ("none", "median", "hyperband")  # mammo.search.make_pruner's choices
 
 
 def run_one(*, pruner: str, data: str, trials: int, epochs: int, image_size: int, seed: int, folder: Path) -> dict:
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="prepared dataset (default: the synthetic one, prepared on first use)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, help="studies per pruner, alternating which goes first")
+    parser.add_argument("--pruner", choices=PRUNERS[1:], default="median", help="the pruner set against none")
     parser.add_argument("--quick", action="store_true", help="3 trials × 2 epochs at 48 px, one round")
     parser.add_argument("--out", help="write the figures as JSON here too")
     parser.add_argument("--one", choices=PRUNERS, help=argparse.SUPPRESS)  # internal: run one study in this process
@@ -156,25 +157,26 @@ def main(argv: list[str] | None = None) -> int:
 
     data = str(Path(args.data or ensure_prepared("synthetic", progress=False)).resolve())
     before = machine()
-    studies: dict[str, list[dict]] = {pruner: [] for pruner in PRUNERS}
+    sides = ("none", args.pruner)
+    studies: dict[str, list[dict]] = {pruner: [] for pruner in sides}
     with tempfile.TemporaryDirectory() as scratch:
         for number in range(args.rounds):
-            for pruner in PRUNERS if number % 2 == 0 else PRUNERS[::-1]:
+            for pruner in sides if number % 2 == 0 else sides[::-1]:
                 studies[pruner].append(run_in_process(pruner, args, data, Path(scratch)))
                 print(describe(studies[pruner][-1]), flush=True)
     best = {pruner: max(runs, key=lambda figures: figures["trials_per_hour"]) for pruner, runs in studies.items()}
-    ratio = best["median"]["trials_per_hour"] / best["none"]["trials_per_hour"]
+    ratio = best[args.pruner]["trials_per_hour"] / best["none"]["trials_per_hour"]
     results = {
         **before, "load_average_after": load_average(), "data": data, "trials": args.trials, "epochs": args.epochs,
-        "image_size": args.image_size, "seed": args.seed, "rounds": args.rounds, "studies": studies,
+        "image_size": args.image_size, "seed": args.seed, "rounds": args.rounds, "pruner": args.pruner, "studies": studies,
         "ratio_trials_per_hour": round(ratio, 2),
         "best_value": {pruner: figures["best_value"] for pruner, figures in best.items()},
     }  # fmt: skip
     print(f"{results['cpu']}, {results['date']}; load {results['load_average']} -> {results['load_average_after']}")
-    print(f"best value: median {best['median']['best_value']:.4f}, none {best['none']['best_value']:.4f} "
-          f"(goal: median's equal or better)")  # fmt: skip
+    print(f"best value: {args.pruner} {best[args.pruner]['best_value']:.4f}, none {best['none']['best_value']:.4f} "
+          f"(goal: {args.pruner}'s equal or better)")  # fmt: skip
     save_results(results, args.out)
-    print(f"ratio trials/hour median/none: {ratio:.2f}")
+    print(f"ratio trials/hour {args.pruner}/none: {ratio:.2f}")
     return 0
 
 
