@@ -102,7 +102,7 @@ def test_train_refuses_bad_parameters_and_missing_data(tmp_path: Path, capsys: p
     assert train.main(["--data", str(tmp_path), "--dropout", "2"]) == 2
     assert "parameter dropout=2.0 is invalid" in capsys.readouterr().err
     assert train.main(["--data", str(tmp_path / "nowhere")]) == 2
-    assert "is not a prepared dataset" in capsys.readouterr().err
+    assert "is not a complete prepared dataset" in capsys.readouterr().err
 
 
 def test_train_all_trains_six_children_under_one_parent_and_compares_them(tmp_path: Path) -> None:
