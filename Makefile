@@ -29,8 +29,8 @@ test: setup
 lint: setup
 	ruff check mammo entrypoints tests bench && ruff format --check mammo entrypoints tests bench
 
-ui: setup
-	mlflow ui --backend-store-uri sqlite:///mlflow.db
+ui: setup  # MLflow's GenAI job runner (7 helper processes) is off: nothing here uses it
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 bench: setup  # model5 training img/s per precision policy (on a GPU: KERAS_BACKEND=jax, larger --images), then through the pipeline
 	python -m bench.gpu_throughput --images 256 --epochs 1 --policies float32,mixed_bfloat16  # CPU-sized; see docs/performance.md
