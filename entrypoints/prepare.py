@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from entrypoints import add_switch, optional_int, optional_str, parse, report_errors
-from mammo import tracking
 from mammo.data.prepare import ERROR_POLICIES, PATCH_MODES, SOURCES, prepare
 
 
@@ -34,7 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="raise: stop at the first bad record; skip: skip and count it (default %(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=optional_int, default=1, help="processes reading DICOM (default %(default)s)")
     parser.add_argument(
-        "--experiment", type=optional_str, default=None, help=f"MLflow experiment (default {tracking.EXPERIMENT})"
+        "--experiment",
+        type=optional_str,
+        default=None,
+        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or mammo-mass-calc)",
     )
     add_switch(parser, "--no-progress", help="no progress bars")
     return parse(parser, argv)
@@ -48,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size, patch=args.patch, cases=args.cases, seed=args.seed,
         on_error=args.on_error, workers=args.workers, progress=not args.no_progress,
     )  # fmt: skip
-    tracking.log_prepare_run(result.dataset, reused=result.reused, experiment=args.experiment)
+    if not result.reused or os.environ.get("MLFLOW_RUN_ID"):  # a no-op logs nothing, unless `mlflow run` opened a run
+        from mammo import tracking  # MLflow takes ~3 s to import: a repeat prepare never waits for it
+
+        tracking.log_prepare_run(result.dataset, reused=result.reused, experiment=args.experiment)
     info = result.dataset.info
     verb = "already prepared (no-op, same source and options)" if result.reused else "prepared"
     print(f"{verb}: {result.dataset.path} — {info['count']} patches {info['counts']}, digest {result.dataset.digest}")
     if info["skipped"]:
-        print(f"skipped {info['skipped']} records: {info['skipped_reasons']} (details in {tracking.SKIP_REPORT_FILE})")
+        print(
+            f"skipped {info['skipped']} records: {info['skipped_reasons']} (details in skip_report.csv of the prepare run)"
+        )
     return 0
 
 

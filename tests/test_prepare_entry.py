@@ -37,6 +37,7 @@ def test_prepare_logs_a_run_with_the_dataset_and_skip_report_and_a_rerun_is_a_no
     assert prepare_entry.main(argv) == 0
     assert "no-op" in capsys.readouterr().out
     assert (out / "patches.npy").stat().st_mtime_ns == before
+    assert len(_runs()) == 1  # a no-op logs no run (it returns before MLflow is even imported)
 
 
 def test_prepare_skips_and_reports_bad_records_with_their_reasons(tmp_path: Path, capsys) -> None:
