@@ -23,10 +23,12 @@ PLOTS = (
 )  # fmt: skip
 
 
-def _number(metrics: Mapping[str, float], name: str, *, percent: bool = False) -> str:
+def _number(metrics: Mapping[str, float], name: str, *, percent: bool = False, count: bool = False) -> str:
     value = metrics.get(name)
     if value is None or not math.isfinite(value):
         return "–"
+    if count:
+        return f"{value:.0f}"
     return f"{100 * value:.1f} %" if percent else f"{value:.3f}"
 
 
@@ -64,15 +66,21 @@ def model_card(
         "",
         "## Model",
         f"- variant **{params.get('variant', '?')}**; {hyper or 'hyperparameters not logged'}",
-        f"- kept checkpoint: epoch {_number(metrics, 'best_epoch')} (lowest val_loss); decision threshold "
-        f"{params.get('threshold', '0.5')}",
+        f"- kept checkpoint: epoch {_number(metrics, 'best_epoch', count=True)} (lowest val_loss); decision "
+        f"threshold {_number(metrics, 'decision_threshold')} ({params.get('threshold', 'fixed')}, chosen on validation): "
+        f"sensitivity (calcification) {_number(metrics, 'test_sensitivity', percent=True)} "
+        f"({_number(metrics, 'test_sensitivity_ci_low', percent=True)}–"
+        f"{_number(metrics, 'test_sensitivity_ci_high', percent=True)}), specificity "
+        f"{_number(metrics, 'test_specificity', percent=True)} ({_number(metrics, 'test_specificity_ci_low', percent=True)}–"
+        f"{_number(metrics, 'test_specificity_ci_high', percent=True)})",
         "",
         "## Test split (kept checkpoint)",
         "| accuracy (95 % CI) | AUC | recall mass | recall calcification | balanced accuracy | ECE | wrong | worst |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {accuracy} ({interval}) | {_number(metrics, 'test_auc')} | {_number(metrics, 'test_recall_mass', percent=True)} "
         f"| {_number(metrics, 'test_recall_calc', percent=True)} | {_number(metrics, 'test_balanced_accuracy', percent=True)} "
-        f"| {_number(metrics, 'test_ece')} | {_number(metrics, 'test_wrong')} | {_number(metrics, 'test_worst')} |",
+        f"| {_number(metrics, 'test_ece')} | {_number(metrics, 'test_wrong', count=True)} "
+        f"| {_number(metrics, 'test_worst', count=True)} |",
         "",
         f"Validation (kept checkpoint): AUC {_number(metrics, 'kept_val_auc')}, accuracy "
         f"{_number(metrics, 'kept_val_accuracy', percent=True)}, loss {_number(metrics, 'kept_val_loss')}.",

@@ -188,7 +188,7 @@ class TrialObjective:
         tags = {tracking.STUDY_TAG: self.settings.study_name, tracking.TRIAL_NUMBER_TAG: str(trial.number)}
         with tracking.start_run(
             run_name=f"trial-{trial.number}", experiment=self.experiment, parent_run_id=self.parent_run_id,
-            tags={**tags, "mammo.entry": "study", WORKER_TAG: worker_name()},
+            tags={**tags, "mammo.entry": "study", WORKER_TAG: worker_name()}, system_metrics=True,
         ) as run:  # fmt: skip
             # A retried stale trial inherits its predecessor's user attrs: point them at this run.
             trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
@@ -293,7 +293,9 @@ def run_study(settings: StudySettings, dataset: PreparedDataset, *, experiment: 
     settings.check()
     base = base_config(settings, dataset)
     tags = {tracking.STUDY_TAG: settings.study_name, "mammo.entry": "study", WORKER_TAG: worker_name()}
-    with tracking.start_run(run_name=f"study-{settings.study_name}", experiment=experiment, tags=tags) as parent:
+    with tracking.start_run(
+        run_name=f"study-{settings.study_name}", experiment=experiment, tags=tags, system_metrics=True
+    ) as parent:
         tracking.log_params(study_params(settings, dataset, base))
         tracking.log_prepared_input(dataset, context="training")
         study = open_study(settings, dataset=dataset, base=base)
