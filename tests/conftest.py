@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -75,3 +79,23 @@ def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
     for item in mlflow.MlflowClient().list_artifacts(run_id, path):
         found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
     return found
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """TERM then KILL the group a test started (the process was started with start_new_session)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,18 +25,12 @@ import pytest
 from mammo import promotion, serving, tracking
 from mammo.data.dicom import patch_from_dicom
 from mammo.model_input import LIMITS
-from tests.conftest import make_dicom
+from tests.conftest import free_port, make_dicom, stop_process_group
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
 DICOM = Path("dicom/Mass-Test_P_00016_LEFT_CC_1/10-04-2016-DDSM-09887/1-cropped images-26184/000001.dcm")
 PING_TIMEOUT_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _post(url: str, payload: dict) -> tuple[int, dict]:
@@ -67,17 +59,6 @@ def _wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"no /ping answer within {PING_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """The server and its uvicorn workers share one process group, which only this test started."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=15)
-
-
 @pytest.fixture
 def champion(tmp_path: Path) -> str:
     dataset = make_dataset(tmp_path / "prepared")
@@ -100,7 +81,7 @@ def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
     dicom_bytes = (shared_cbis / DICOM).read_bytes()
     model = mlflow.pyfunc.load_model(champion)
     expected = serving.predict_batches(model, patch_from_dicom(dicom_bytes, size=SIZE)[0][None])
-    port, log = _free_port(), tmp_path / "serve.log"
+    port, log = free_port(), tmp_path / "serve.log"
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow_cli), "models", "serve", "-m", champion, "--env-manager", "local", "-h", "127.0.0.1",
                "-p", str(port)]  # fmt: skip
@@ -153,4 +134,4 @@ def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
             assert message in body["message"], body["message"][-500:]
         assert server.poll() is None  # still serving after all of it
     finally:
-        _stop(server)
+        stop_process_group(server)

@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+
+from tests.conftest import free_port, stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POSTGRES_URL = "postgresql://mammo:mammo@127.0.0.1:5432/mammo"
@@ -43,25 +43,6 @@ def unavailable(message: str) -> None:
     if servers_required():
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """TERM then KILL the group this test started (the process was started with start_new_session)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 @dataclass(frozen=True)
