@@ -65,6 +65,8 @@ def trial_row(trial) -> dict:
         "number": trial.number, "state": trial.state.name, "value": None if trial.value is None else round(trial.value, 4),
         "epochs_run": len(trial.intermediate_values), "seconds": round(trial.duration.total_seconds(), 1),
         "reference": trial.user_attrs.get("reference") == "model5", "model_logged": bool(trial.user_attrs.get("model_logged")),
+        "intermediate": [round(trial.intermediate_values[step], 4) for step in sorted(trial.intermediate_values)],
+        "params": trial.params,
     }  # fmt: skip
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
