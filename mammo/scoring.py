@@ -18,6 +18,7 @@ import numpy as np
 
 from mammo import evaluation, lineage, reports, serving, tracking
 from mammo.data.store import PreparedDataset
+from mammo.plots import CLASS_NAMES
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def evaluate_model(
                 model=serving.classifier(model).model, dataset=dataset, indices=indices, probabilities=probabilities
             )
         standard = tracking.log_classifier_evaluation(
-            labels=labels, predictions=evaluation.predict_labels(probabilities, threshold=serving.threshold(model))
+            labels=labels,
+            predictions=evaluation.predict_labels(probabilities, threshold=serving.threshold(model)),
+            class_names=CLASS_NAMES,
         )
     return Evaluation(run.info.run_id, dataset, metrics, standard, len(labels))

@@ -31,7 +31,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, set_model  # set_model: for served_model.py, the model's code file
+from mlflow.models import ModelSignature, set_model  # noqa: F401 (set_model: re-exported for served_model.py, the model's code file)
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, Schema
 

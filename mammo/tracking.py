@@ -290,22 +290,25 @@ def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None
             log_dataframe(pd.read_csv(skip_report), SKIP_REPORT_FILE)
 
 
-def log_classifier_evaluation(*, labels: Any, predictions: Any) -> dict[str, float]:
+def log_classifier_evaluation(*, labels: Any, predictions: Any, class_names: tuple[str, str]) -> dict[str, float]:
     """MLflow's standard classifier evaluation of predictions already made (static-prediction mode).
 
     Adds MLflow's own metrics (precision, recall, F1, confusion counts) and confusion-matrix
     plot to the active run; returns its metrics. Explainability (SHAP) is off: it needs the model.
+    The 0/1 labels go in as their class names (positive: `class_names[1]`): MLflow reads integer
+    labels as "model type looks like None" and hints about integer columns, on the console both times.
     """
     import numpy as np
     import pandas as pd
 
+    names = np.asarray(class_names)
     frame = pd.DataFrame({
-        "label": np.asarray(labels, dtype=np.int64).reshape(-1),
-        "prediction": np.asarray(predictions, dtype=np.int64).reshape(-1),  # 0/1 labels, not probabilities
+        "label": names[np.asarray(labels, dtype=np.int64).reshape(-1)],
+        "prediction": names[np.asarray(predictions, dtype=np.int64).reshape(-1)],  # 0/1 labels, not probabilities
     })  # fmt: skip
     result = mlflow.models.evaluate(
         data=frame, targets="label", predictions="prediction", model_type="classifier",
-        evaluator_config={"log_model_explainability": False, "pos_label": 1},
+        evaluator_config={"log_model_explainability": False, "pos_label": class_names[1]},
     )  # fmt: skip
     return {name: float(value) for name, value in result.metrics.items()}
 

@@ -69,9 +69,7 @@ def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: Prep
     assert "plots/worst_end.png" in end_files
     # plots=False logged no `train_` files
     assert artifact_paths(run.info.run_id) == {tracking.PLOT_CURVES, tracking.PLOT_SAMPLES} | report_files | end_files
-    table = pd.read_csv(
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions.csv")
-    )
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions.csv"))
     assert table["index"].tolist() == sorted(test_rows)
     assert table["probability"].tolist() == pytest.approx(probabilities.ravel()[::-1])
     assert table["worst"].sum() == logged["test_worst"]
