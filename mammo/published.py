@@ -78,9 +78,11 @@ def is_comparable(data_source: str | None) -> bool:
 def comparability_note(data_source: str | None, *, test_patches: int | None = None) -> str:
     """One sentence for comparison.md saying whether our numbers can be read against the published ones."""
     ours = f"{test_patches} test patches" if test_patches else "our test split"
-    published = f"the published test set ({TEST_PATCHES} patches: {TEST_MASS} mass / {TEST_CALC} calcification)"
+    published = f"{TEST_PATCHES} test patches, {TEST_MASS} mass / {TEST_CALC} calcification"
     if data_source is None:
-        return f"Data source not recorded: check it before reading our numbers against {published}."
+        return (
+            f"Data source not recorded: check it before reading our numbers against the published ones ({published})."
+        )
     if data_source == "synthetic":
         return (
             "Our numbers come from the synthetic default dataset, not CBIS-DDSM: they are NOT comparable with "
@@ -96,7 +98,9 @@ def comparability_note(data_source: str | None, *, test_patches: int | None = No
             f"Ours on CBIS-DDSM prepared from the TCIA download ({ours}); published: {published}, cut by the "
             "project's own patch extraction, so the test patches are not the same ones."
         )
-    return f"Our data source is {data_source!r}, not CBIS-DDSM: not comparable with {published}."
+    return (
+        f"Our data source is {data_source!r}, not CBIS-DDSM: not comparable with the published figures ({published})."
+    )
 
 
 def comparability_subtitle(data_source: str | None) -> str:
