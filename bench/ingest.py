@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prepare roi MB/s: workers 1 {figures['mb_per_s']['workers_1']:.0f}, workers 2 "
           f"{figures['mb_per_s']['workers_2']:.0f} (speed-up {figures['speedup_workers_2']:.2f}, goal > 1)")  # fmt: skip
     print(f"no-op prepare: in-process {noop['in_process']:.3f} s, CLI {noop['cli']:.2f} s (goal < 2 s; python "
-          f"start-up {noop['python_startup']:.2f} s, importing the entry point {noop['cli_imports']:.2f} s, "
-          f"of which mlflow {noop['mlflow_import']:.2f} s)")  # fmt: skip
+          f"start-up {noop['python_startup']:.2f} s, importing the entry point {noop['cli_imports']:.2f} s; a no-op "
+          f"skips importing mlflow, which alone takes {noop['mlflow_import']:.2f} s)")  # fmt: skip
     print(f"ratio prepare workers-2/plain-read MB/s: {figures['ratio_prepare_to_plain']['workers_2']:.2f}")
     save_results(results, args.out)
     print(f"ratio prepare/plain-read MB/s: {figures['ratio_prepare_to_plain']['workers_1']:.2f}")
