@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import signal
 import socket
@@ -99,3 +100,14 @@ def stop_process_group(process: subprocess.Popen) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
+
+
+def run_spawned(target, args: tuple, *, count: int, timeout: float) -> None:
+    """Run `target(*args)` in `count` spawned processes at once (as separate workers would); all must exit 0."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=target, args=args) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=timeout)
+        assert process.exitcode == 0

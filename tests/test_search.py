@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import optuna
@@ -13,6 +12,7 @@ from optuna.trial import TrialState
 
 from mammo import search, tracking
 from mammo.errors import ConfigError
+from tests.conftest import run_spawned
 
 MODEL5_POINT = {
     "dropout": 0.5, "l2": 5e-5, "base_filters": 32, "blocks": 4, "dense_units": 48, "learning_rate": 1e-3,
@@ -173,13 +173,7 @@ def _journal_worker(path: str, n_trials: int) -> None:
 
 def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_journal_worker, args=(path, 4)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    run_spawned(_journal_worker, (path, 4), count=2, timeout=120)
     study = optuna.load_study(study_name="shared", storage=search.open_storage(path))
     numbers = [trial.number for trial in study.trials]
     assert sorted(numbers) == list(range(8))

@@ -7,7 +7,6 @@ running trials before claiming one, under the budget lock, makes it exact.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from mammo import search, workers
+from tests.conftest import run_spawned
 from tests.test_search import MODEL5_POINT, quadratic
 
 BUDGET = 13
@@ -41,13 +41,7 @@ def _budget_worker(path: str) -> None:
 
 def test_three_processes_finish_exactly_the_budget_on_a_journal(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_budget_worker, args=(path,)) for _ in range(3)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=180)
-        assert process.exitcode == 0
+    run_spawned(_budget_worker, (path,), count=3, timeout=180)
     study = optuna.load_study(study_name="budget", storage=search.open_storage(path))
     states = [trial.state for trial in study.trials]
     assert len(states) == BUDGET and set(states) == {TrialState.COMPLETE, TrialState.PRUNED}
