@@ -18,6 +18,7 @@ seconds) is marked failed and re-queued with the same parameters, up to `max_ret
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ MAX_RETRY = 3  # times a stale trial is re-queued with the same parameters
 
 REFERENCE_ATTR = "reference"  # user attr of the enqueued Model 5 trial (copied onto its retries)
 REFERENCE_VALUE = "model5"
+REFERENCE_WAIT_S = 5.0  # how long a worker that loads a brand-new study waits for its creator to enqueue Model 5
 STUDY_ATTR_PREFIX = "mammo_"  # study user attrs that must agree when a study is resumed
 
 # The space beyond Model 5; each range contains Model 5's own value (marked) so it can be enqueued.
@@ -347,9 +349,11 @@ def load_study(
 
     `attrs` (epochs, image size, data digest…) are stored on creation and must match on resume, so
     trials trained under different conditions never end up ranked together. `reference_params`
-    (Model 5's point) is enqueued as the first trial by the process that creates the study (creation
-    is atomic in every storage, so parallel workers never both enqueue it), or on resume of a study
-    that has trials but no Model 5 trial; resuming never enqueues it twice.
+    (Model 5's point) is enqueued as trial 0 by the process that creates the study, straight after
+    creating it (creation is atomic in every storage, so parallel workers never both enqueue it); a
+    worker that loads the study in that instant, before trial 0 exists, waits for it (up to
+    `REFERENCE_WAIT_S`) rather than starting a trial of its own first. A resumed study that has
+    trials but no Model 5 trial gets it enqueued; resuming never enqueues it twice.
     """
     direction = metric_direction(metric)
     try:
@@ -360,15 +364,26 @@ def load_study(
     except DuplicatedStudyError:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
         created = False
+    if created and reference_params is not None:
+        study.enqueue_trial(dict(reference_params), user_attrs={REFERENCE_ATTR: REFERENCE_VALUE})
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study {study_name!r} was created to {study.direction.name.lower()} its metric, but --metric {metric} "
             f"needs {direction}; use the study's metric or a new --study-name."
         )
     _check_study_attrs(study, {"metric": metric, **(attrs or {})})
-    if reference_params is not None and (created or _lacks_reference(study)):
-        study.enqueue_trial(dict(reference_params), user_attrs={REFERENCE_ATTR: REFERENCE_VALUE})
+    if not created and reference_params is not None:
+        _wait_for_first_trial(study)
+        if _lacks_reference(study):
+            study.enqueue_trial(dict(reference_params), user_attrs={REFERENCE_ATTR: REFERENCE_VALUE})
     return study
+
+
+def _wait_for_first_trial(study: optuna.Study) -> None:
+    """Give the worker that has just created `study` the moment it needs to enqueue Model 5 as trial 0."""
+    deadline = time.monotonic() + REFERENCE_WAIT_S
+    while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _lacks_reference(study: optuna.Study) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -182,6 +183,24 @@ def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
     assert [trial.number for trial in references] == [0]  # only the creating process enqueued Model 5
     points = {tuple(sorted(trial.params.items())) for trial in study.trials}
     assert len(points) == 8  # seeded per trial number: the two workers did not repeat each other
+
+
+def test_a_worker_loading_a_brand_new_study_waits_for_its_creator_to_enqueue_model5(tmp_path: Path) -> None:
+    """The CI race: the second worker loaded the study before its creator had enqueued Model 5 as trial 0."""
+    storage = search.open_storage(str(tmp_path / "optuna.journal"))
+    creator = optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    late = threading.Timer(
+        0.5, creator.enqueue_trial, (MODEL5_POINT,), {"user_attrs": {search.REFERENCE_ATTR: search.REFERENCE_VALUE}}
+    )
+    late.start()
+    study = search.load_study(study_name="shared", storage=storage, metric="val_auc", reference_params=MODEL5_POINT)
+    study.optimize(quadratic, n_trials=1)  # at once, as a worker does
+    late.join()
+    study.optimize(quadratic, n_trials=1)
+    references = [trial.number for trial in study.trials if trial.user_attrs.get(search.REFERENCE_ATTR)]
+    assert references == [0]  # the creator's enqueue is trial 0, and the loader did not enqueue a second one
+    assert study.trials[0].params == MODEL5_POINT
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_best_trial_is_none_before_any_trial_completes() -> None:
