@@ -23,12 +23,11 @@ TRIALS = [
 ]
 
 
-def test_the_replay_prunes_as_optunas_percentile_pruner_does() -> None:
-    """Same trials, same rule: the replay's pruned trials and their steps match a real Optuna study's."""
-    pruner = optuna.pruners.PercentilePruner(50.0, n_startup_trials=2, n_warmup_steps=1)
+def _pruned_by_optuna(pruner: optuna.pruners.BasePruner, trials: list[dict]) -> dict[int, int]:
+    """{trial number: the step it was pruned at} in a real Optuna study fed the same curves."""
     study = optuna.create_study(direction="maximize", pruner=pruner)
     pruned_at = {}
-    for trial_row in TRIALS:
+    for trial_row in trials:
         trial = study.ask()
         for step, value in enumerate(trial_row["intermediate"]):
             trial.report(value, step)
@@ -38,6 +37,12 @@ def test_the_replay_prunes_as_optunas_percentile_pruner_does() -> None:
                 break
         else:
             study.tell(trial, trial_row["value"])
+    return pruned_at
+
+
+def test_the_replay_prunes_as_optunas_percentile_pruner_does() -> None:
+    """Same trials, same rule: the replay's pruned trials and their steps match a real Optuna study's."""
+    pruned_at = _pruned_by_optuna(optuna.pruners.PercentilePruner(50.0, n_startup_trials=2, n_warmup_steps=1), TRIALS)
     assert pruned_at == {2: 1}  # the late starter is cut after its second epoch
 
     outcome = replay(TRIALS, percentile=50, startup=2, warmup=1)
@@ -49,3 +54,18 @@ def test_the_replay_prunes_as_optunas_percentile_pruner_does() -> None:
 def test_a_gentler_setting_keeps_the_late_starter() -> None:
     outcome = replay(TRIALS, percentile=50, startup=3, warmup=1)
     assert outcome["pruned"] == 0 and outcome["best"] == pytest.approx(0.95)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # PatientPruner is experimental
+def test_the_patient_replay_prunes_as_optunas_patient_pruner_does() -> None:
+    """Wrapped in PatientPruner, a trial still improving is spared; one that stalls below the bar is cut."""
+    stalling = _trial(4, [0.3, 0.35, 0.34, 0.33, 0.32])  # below every other curve, no better after epoch 2
+    curves = [*TRIALS[:2], _trial(2, [0.4, 0.5, 0.6, 0.95, 0.96]), stalling]
+    curves[:2] = [_trial(row["number"], [*row["intermediate"], row["value"]]) for row in curves[:2]]
+    percentile = optuna.pruners.PercentilePruner(50.0, n_startup_trials=2, n_warmup_steps=1)
+    pruned_at = _pruned_by_optuna(optuna.pruners.PatientPruner(percentile, patience=1), curves)
+    assert pruned_at == {4: 3}  # the late starter survives; the stalling trial goes once 2 epochs show no gain
+    outcome = replay(curves, percentile=50, startup=2, warmup=1, patience=1)
+    assert outcome["pruned"] == 1 and outcome["best"] == pytest.approx(0.96)
+    assert outcome["seconds"] == pytest.approx(13.0 * 3 + 3.0 + 4 * 1.0)  # the stalling trial ran 4 epochs
+    assert replay(curves, percentile=50, startup=2, warmup=1)["best"] == pytest.approx(0.9)  # unwrapped: cut
