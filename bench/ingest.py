@@ -1,7 +1,7 @@
 """Ingest speed: `prepare` in roi mode on full-size mammograms against a plain read of the same files.
 
 Generates (once, then cached) a synthetic TCIA tree whose full mammograms have CBIS-DDSM's size
-(`generate_tree(scale=10)`: about 4000–5600 × 2200–3800, 16-bit, plus full-size 8-bit ROI masks,
+(`generate_portable_tree(scale=10)`: about 4000–5600 × 2200–3800, 16-bit, plus full-size 8-bit ROI masks,
 over 2 GB of DICOM by default). Then, in one run and alternating the sides over several rounds
 (each side's best counts): a plain read (open + read, one process, page cache warmed first) of the
 files roi mode needs (the full mammograms and their masks), and `prepare(source="cbis-ddsm",
@@ -37,15 +37,17 @@ def ensure_tree(tree: Path, *, cases: int) -> Path:
     marker = tree / ".complete"
     if marker.is_file():
         return tree
-    from mammo.data.synthetic import generate_tree
+    from mammo.data.synthetic import generate_portable_tree
 
     staging = tree.with_name(f".staging-{tree.name}")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(tree, ignore_errors=True)
     started = time.perf_counter()
     print(f"generating {cases} full-size case rows into {tree} (once) ...", flush=True)
-    generate_tree(staging, cases=cases, seed=0, scale=SCALE, progress=True)
-    marker_text = f"generate_tree(cases={cases}, seed=0, scale={SCALE}) in {time.perf_counter() - started:.0f} s\n"
+    generate_portable_tree(staging, cases=cases, seed=0, scale=SCALE, progress=True)
+    marker_text = (
+        f"generate_portable_tree(cases={cases}, seed=0, scale={SCALE}) in {time.perf_counter() - started:.0f} s\n"
+    )
     (staging / ".complete").write_text(marker_text)
     staging.rename(tree)
     return tree

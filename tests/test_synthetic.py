@@ -4,6 +4,7 @@ is deterministic, ingests through the real reader, and does not give its labels 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import shutil
@@ -19,10 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mammo.data import synthetic
 from mammo.data.cbis import ingest_cbis
 from mammo.data.cohort import plan_abnormalities
 from mammo.data.synthetic import CSV_FILES, DEFAULT_CASES, encode_dicom, generate_tree
-from mammo.errors import ConfigError
+from mammo.errors import ConfigError, DataError
 
 REAL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "csv"
 NBIA_FILE = re.compile(
@@ -226,6 +228,39 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     other = tree_bytes(generate_tree(tmp_path / "c", cases=9, seed=8))
     assert other.keys() != first.keys()
     assert [other[name] != first[name] for name in CSV_FILES.values()] == [True] * 4
+
+
+# The portable tree's digest (relative paths + bytes of every file, cases=9, seed=7): numpy at its AVX2 code
+# paths at most. Drawn on an AVX-512 Xeon in a child with its AVX-512 dispatch off, which for the default tree
+# gave the AVX2 EPYC's own bytes (prepared digest 5c6edf627878728d on both); the Xeon's native draw differs.
+PORTABLE_TREE_DIGEST = "3bfbd43c4bcf8448"
+
+
+def _tree_digest(root: Path) -> str:
+    sha = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        sha.update(path.relative_to(root).as_posix().encode())
+        sha.update(path.read_bytes())
+    return sha.hexdigest()[:16]
+
+
+def test_the_portable_tree_has_the_same_bytes_on_every_avx2_machine(tmp_path: Path) -> None:
+    tree = synthetic.generate_portable_tree(tmp_path / "tree", cases=9, seed=7)
+    assert _tree_digest(tree) == PORTABLE_TREE_DIGEST
+    disabled = synthetic.portable_numpy_env().get("NPY_DISABLE_CPU_FEATURES", "").split()
+    if not disabled:  # an AVX2-only CPU: numpy's own dispatch already is the portable one
+        assert _tree_digest(generate_tree(tmp_path / "native", cases=9, seed=7)) == PORTABLE_TREE_DIGEST
+    assert set(disabled) <= {"X86_V4", "AVX512_ICL", "AVX512_SPR", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL"}
+
+
+def test_the_portable_generator_reports_its_childs_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match=r"generating the synthetic tree into .*busy failed \(exit status 2"):
+        synthetic.generate_portable_tree(tmp_path / "busy", cases=9, seed=7)
+    assert "busy is not empty" in capfd.readouterr().err
+    with pytest.raises(ConfigError, match="seed must"):  # checked before any process starts
+        synthetic.generate_portable_tree(tmp_path / "other", cases=9, seed=-1)
 
 
 @pytest.mark.parametrize(

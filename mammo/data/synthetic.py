@@ -10,13 +10,20 @@ files by their UIDs and tell crop from mask by content, exactly as with real dat
 
 Patients have 1–3 abnormalities (masses or calcification clusters), each seen in CC and MLO
 views; the official train/test split is by patient. The pixels come from `phantom`; everything is
-deterministic per seed.
+deterministic per seed on one machine, and `generate_portable_tree` (what `prepare` uses) draws the
+same bytes on every x86-64 machine with AVX2 or better, AVX-512 included.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+import os
 import struct
+import subprocess
+import sys
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,13 +35,14 @@ from tqdm import tqdm
 from mammo import __version__
 from mammo.data import phantom
 from mammo.data.cohort import COLUMNS, MIN_CASES, Abnormality, plan_abnormalities
-from mammo.errors import ConfigError
+from mammo.errors import ConfigError, DataError, MammoError
 
 DEFAULT_CASES = 1120  # case rows (abnormality × view): ~900 train / ~200 test patches, 10–15 s to generate
 DESCRIPTION = {"full": "full mammogram images", "mask": "ROI mask images", "crop": "cropped images"}
 UID_ROOT = "mammo.synthetic"  # entropy prefix: UIDs depend on (seed, case, role) only
 IMPLEMENTATION_UID = generate_uid(entropy_srcs=[UID_ROOT, "implementation", __version__])
 ARTEFACT_RATE = 0.05  # lesions (either class) with a bright speck or vessel nearby: decorrelates max/std from class
+PORTABLE_SIMD_CEILING = "X86_V3"  # numpy's AVX2 dispatch target: what `portable_numpy_env` lets numpy use at most
 MASS_DECOY_RATE = 0.5  # masses with a few stray specks nearby, so that bright specks alone do not mean "calcification"
 
 _KINDS, _SPLITS = {"mass": "mass", "calcification": "calc"}, {"train": "Training", "test": "Test"}
@@ -52,20 +60,13 @@ def generate_tree(
     Args:
         out_dir: an empty or missing folder; the CSVs go at its top, the DICOMs in case folders.
         cases: number of case rows (abnormality × view) across the four CSVs.
-        seed: same seed, byte-identical pixels and CSVs.
+        seed: same seed, byte-identical pixels and CSVs on one machine (across machines: `generate_portable_tree`).
         progress: show a progress bar per patient.
         scale: full-mammogram side relative to the default 400–560 px tall; 10 gives CBIS-DDSM's full
             size (≈ 4000–5600 × 2200–3800, 16-bit, ~30 MB a file) for the ingest benchmark. Lesions and
             crops keep their pixel size. 1.0 (the default) draws exactly the default tree.
     """
-    if isinstance(cases, bool) or not isinstance(cases, int) or cases < MIN_CASES:
-        raise ConfigError(
-            f"cases must be an integer ≥ {MIN_CASES} (a mass and a calcification patient per split); got {cases!r}."
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer; got {seed!r}.")
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 1 <= scale <= 16:
-        raise ConfigError(f"scale must be a number between 1 and 16 (10: full-size mammograms); got {scale!r}.")
+    _check_options(cases=cases, seed=seed, scale=scale)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty: generate the synthetic tree into a new or empty folder.")
@@ -81,6 +82,89 @@ def generate_tree(
     for (kind, split), name in CSV_FILES.items():
         _write_csv(out / name, COLUMNS[kind], [row for _, row in sorted(rows[kind, split])])
     return out
+
+
+def _check_options(*, cases: object, seed: object, scale: object) -> None:
+    if isinstance(cases, bool) or not isinstance(cases, int) or cases < MIN_CASES:
+        raise ConfigError(
+            f"cases must be an integer ≥ {MIN_CASES} (a mass and a calcification patient per split); got {cases!r}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer; got {seed!r}.")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 1 <= scale <= 16:
+        raise ConfigError(f"scale must be a number between 1 and 16 (10: full-size mammograms); got {scale!r}.")
+
+
+# --- the same bytes on every machine -------------------------------------------------------------
+
+
+def portable_numpy_env() -> dict[str, str]:
+    """`os.environ` for a child process whose numpy uses its AVX2 (x86-64-v3) code paths at most.
+
+    numpy chooses its SIMD code for exp, sin, cos, arctan2, hypot… when it is imported, and its AVX-512
+    paths round differently in the last bits from the AVX2 ones; after quantisation to 16 bits that
+    changed 1001 of the default tree's 3180 files between an AVX-512 Xeon and an AVX2 EPYC (seed 0),
+    so the "same" synthetic default had two digests. Turning off numpy's dispatch targets above
+    X86_V3 that this CPU has makes an AVX-512 machine draw the AVX2 machine's tree, byte for byte
+    (checked on both). A CPU without AVX2, or a non-x86 one, may still draw other bytes.
+    """
+    env = dict(os.environ)
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # another numpy layout: leave its dispatch alone
+        return env
+    if PORTABLE_SIMD_CEILING not in __cpu_dispatch__:
+        return env
+    above = __cpu_dispatch__[__cpu_dispatch__.index(PORTABLE_SIMD_CEILING) + 1 :]
+    disabled = [name for name in above if __cpu_features__.get(name)]
+    if disabled:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join([*env.get("NPY_DISABLE_CPU_FEATURES", "").split(), *disabled])
+    return env
+
+
+def generate_portable_tree(
+    out_dir: str | Path, *, cases: int = DEFAULT_CASES, seed: int = 0, progress: bool = False, scale: float = 1.0
+) -> Path:
+    """`generate_tree` in a child process with `portable_numpy_env`: the same tree on every AVX2+ machine.
+
+    The child dies with this process (it watches its parent), so a killed `prepare` leaves no writer behind.
+    """
+    _check_options(cases=cases, seed=seed, scale=scale)
+    out = Path(out_dir)
+    command = [sys.executable, "-m", "mammo.data.synthetic", str(out), "--cases", str(cases), "--seed", str(seed),
+               "--scale", repr(float(scale)), *(["--progress"] if progress else [])]  # fmt: skip
+    finished = subprocess.run(command, env=portable_numpy_env(), stdout=subprocess.DEVNULL, check=False)
+    if finished.returncode != 0:
+        raise DataError(
+            f"generating the synthetic tree into {out} failed (exit status {finished.returncode}; its error is "
+            "printed above). Free disk space or choose another folder, then run again."
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child of `generate_portable_tree` (not a user entry point: prepare generates the tree itself)."""
+    parser = argparse.ArgumentParser(description="write a synthetic CBIS-DDSM tree (used by prepare)")
+    parser.add_argument("out")
+    parser.add_argument("--cases", type=int, default=DEFAULT_CASES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    parent = os.getppid()
+
+    def die_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=die_with_parent, daemon=True).start()
+    try:
+        generate_tree(args.out, cases=args.cases, seed=args.seed, progress=args.progress, scale=args.scale)
+    except MammoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _write_patient(
@@ -285,3 +369,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[list[str]]) -> None:
         writer = csv.writer(handle, lineterminator="\r\n")
         writer.writerow(columns)
         writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
