@@ -42,7 +42,6 @@ DESCRIPTION = {"full": "full mammogram images", "mask": "ROI mask images", "crop
 UID_ROOT = "mammo.synthetic"  # entropy prefix: UIDs depend on (seed, case, role) only
 IMPLEMENTATION_UID = generate_uid(entropy_srcs=[UID_ROOT, "implementation", __version__])
 ARTEFACT_RATE = 0.05  # lesions (either class) with a bright speck or vessel nearby: decorrelates max/std from class
-PORTABLE_SIMD_CEILING = "X86_V3"  # numpy's AVX2 dispatch target: what `portable_numpy_env` lets numpy use at most
 MASS_DECOY_RATE = 0.5  # masses with a few stray specks nearby, so that bright specks alone do not mean "calcification"
 
 _KINDS, _SPLITS = {"mass": "mass", "calcification": "calc"}, {"train": "Training", "test": "Test"}
@@ -98,6 +97,9 @@ def _check_options(*, cases: object, seed: object, scale: object) -> None:
 # --- the same bytes on every machine -------------------------------------------------------------
 
 
+PORTABLE_SIMD_CEILING = "X86_V3"  # numpy's AVX2 dispatch target: what `portable_numpy_env` lets numpy use at most
+
+
 def portable_numpy_env() -> dict[str, str]:
     """`os.environ` for a child process whose numpy uses its AVX2 (x86-64-v3) code paths at most.
 
@@ -106,7 +108,7 @@ def portable_numpy_env() -> dict[str, str]:
     changed 1001 of the default tree's 3180 files between an AVX-512 Xeon and an AVX2 EPYC (seed 0),
     so the "same" synthetic default had two digests. Turning off numpy's dispatch targets above
     X86_V3 that this CPU has makes an AVX-512 machine draw the AVX2 machine's tree, byte for byte
-    (checked on both). A CPU without AVX2, or a non-x86 one, may still draw other bytes.
+    (the Xeon's portable draw prepared the EPYC's digest, 5c6edf627878728d). A CPU without AVX2, or a non-x86 one, may still draw other bytes.
     """
     env = dict(os.environ)
     try:
