@@ -100,7 +100,7 @@ def _batched(indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConf
     load = functools.partial(_load_batch, patches=dataset.patches, target_size=config.image_size)
     data = data.batch(config.batch_size).map(load, num_parallel_calls=AUTOTUNE)
     if not training:
-        return data.cache().prefetch(AUTOTUNE)
+        return without_autotuning(data.cache().prefetch(AUTOTUNE))
     if config.augment > 0:
         augmenter = augmentation(config.augment, config.seed)
         # One call at a time: the Random* layers draw from a stateful SeedGenerator, and a parallel
@@ -108,7 +108,20 @@ def _batched(indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConf
         # Augmenting a batch takes milliseconds against ~1 s for a training step, and prefetch
         # overlaps it with training, so reproducibility costs nothing measurable.
         data = data.map(lambda images, y: (augmenter(images, training=True), y), num_parallel_calls=None)
-    return data.prefetch(AUTOTUNE)
+    return without_autotuning(data.prefetch(AUTOTUNE))
+
+
+def without_autotuning(data: tf.data.Dataset) -> tf.data.Dataset:
+    """`data` with tf.data's autotuning off: AUTOTUNE then means min(16, cores) parallel calls, fixed.
+
+    Autotuning runs a model thread beside each iterator, and the iterator's destructor joins it. At
+    the end of `model.fit` (TF 2.21) that join waited 19–20 s with both cores idle in 3 of 5 float32
+    runs of model5 on the 2-core Xeon (fit 42 s instead of 23 s) and 0 of 5 with autotuning off, at
+    the same speed: on 2 cores there is nothing for it to tune (`docs/performance.md`).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.with_options(options)
 
 
 def _load_batch(indices: tf.Tensor, labels: tf.Tensor, *, patches: np.ndarray, target_size: int):

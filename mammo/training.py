@@ -162,7 +162,9 @@ def fit(
     started = time.perf_counter()
     # One endless iterator with epochs counted in steps: re-creating the tf.data iterator at each
     # epoch (the default for a finite dataset) sometimes stalled for ~18 s with the CPU idle on the
-    # 2-core machine (measured: 4 epochs took 111 s that way and 91 s repeated).
+    # 2-core machine (measured: 4 epochs took 111 s that way and 91 s repeated). The stall was the
+    # iterator's destructor joining tf.data's autotuning thread; `pipeline.without_autotuning` removes
+    # it (it struck the endless iterator too, once, at the end of fit).
     history = model.fit(
         splits.train.repeat(), steps_per_epoch=splits.train_steps, validation_data=splits.val, epochs=config.epochs,
         callbacks=[*own, *callbacks], shuffle=False, verbose=default_verbosity() if verbose is None else verbose,

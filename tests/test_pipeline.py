@@ -108,6 +108,14 @@ def test_val_and_test_are_scaled_unaugmented_patches_in_index_order(dataset: Pre
         assert np.array_equal(labels, dataset.labels[rows].astype(np.float32))
 
 
+def test_no_split_runs_tf_data_autotuning(dataset: PreparedDataset) -> None:
+    """Autotuning's model thread held the end of `model.fit` for 19–20 s (see `without_autotuning`); fit repeats train."""
+    splits = make_datasets(dataset, small_config(augment=1.0))
+    for data in (splits.train.repeat(), splits.val, splits.test):
+        assert data.options().autotune.enabled is False
+    assert len(collect(splits.train)[1]) == len(splits.train_indices)  # still every row, once an epoch
+
+
 def test_augmentation_changes_the_train_split_only(dataset: PreparedDataset) -> None:
     plain, _ = collect(make_datasets(dataset, small_config(augment=0)).train)
     augmented, _ = collect(make_datasets(dataset, small_config(augment=1.0)).train)
