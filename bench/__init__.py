@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mammo.console import quiet_console
+
+quiet_console()  # every benchmark's output is its figures, not TensorFlow's or MLflow's start-up notes
+
 
 def save_results(results: dict[str, Any], out: str | Path | None) -> None:
     """Write a benchmark's figures as JSON to `out` (nothing when no --out was given)."""

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Callable
 
-from mammo.console import quiet_tensorflow_import
+from mammo.console import quiet_console
 from mammo.errors import user_error_message
 
 # A clean console: TensorFlow's C++ start-up notes (absl, CPU features, oneDNN), MLflow's INFO lines and
 # its progress bars for local artifact copies carry nothing a user acts on. Each stays adjustable.
-for _name, _value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("MLFLOW_LOGGING_LEVEL", "WARNING"),
-                      ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")):  # fmt: skip
-    os.environ.setdefault(_name, _value)
-quiet_tensorflow_import()  # the oneDNN notes print before absl's logging starts: TF_CPP_MIN_LOG_LEVEL misses them
+quiet_console()
 
 
 DEFAULT = "default"  # what the MLproject passes for "the tool's own default" (blank would be logged as '')

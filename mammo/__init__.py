@@ -2,7 +2,7 @@
 
 Module map (one line each):
     errors       the error classes; every message says how to fix the problem; user-caused library errors in one line
-    console      a clean console: TensorFlow's native start-up notes dropped when the entry points import it
+    console      a clean console: TensorFlow's native start-up notes dropped in entry points and benchmarks
     pixels       the pixel convention: uint16 patches, /65535 and a resize for the network
     precision    the Keras dtype policy a run trains in (what the hardware runs fastest)
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json), written atomically, locked

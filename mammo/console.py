@@ -77,6 +77,24 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+QUIET_DEFAULTS = (
+    ("TF_CPP_MIN_LOG_LEVEL", "2"),  # TensorFlow's C++ INFO/WARNING lines (CPU features, oneDNN)
+    ("MLFLOW_LOGGING_LEVEL", "WARNING"),  # MLflow's INFO lines
+    ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),  # progress bars for local artifact copies
+)
+
+
+def quiet_console() -> None:
+    """A clean console for a mammo process (entry points, benchmarks); each setting stays adjustable.
+
+    Sets the QUIET_DEFAULTS where the environment does not already set them, and installs the import
+    hook for the notes printed before absl's logging starts, which TF_CPP_MIN_LOG_LEVEL misses.
+    """
+    for name, value in QUIET_DEFAULTS:
+        os.environ.setdefault(name, value)
+    quiet_tensorflow_import()
+
+
 def quiet_tensorflow_import() -> None:
     """Drop TensorFlow's native start-up notes when it is first imported (no-op if it already is)."""
     if "tensorflow" in sys.modules or any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):

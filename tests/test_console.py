@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 NOTES = (
@@ -49,7 +51,12 @@ def test_a_failing_block_still_gives_its_output_back() -> None:
     assert _stderr_of(code) == "what went wrong\ncaught\n"
 
 
-def test_an_entry_points_tensorflow_import_prints_no_native_notes() -> None:
+@pytest.mark.parametrize("package", ["entrypoints", "bench"])
+def test_an_entry_points_or_benchmarks_tensorflow_import_prints_no_native_notes(package: str) -> None:
     """On CPUs with oneDNN on by default (AVX-512 VNNI/BF16, AMX) a bare `import keras` prints them."""
-    stderr = _stderr_of("import entrypoints, keras, tensorflow as tf; tf.constant(1.0) + 1.0")
+    stderr = _stderr_of(
+        f"import os, sys, {package}, keras, tensorflow as tf; tf.constant(1.0) + 1.0\n"
+        "print('levels', os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['MLFLOW_LOGGING_LEVEL'], file=sys.stderr)"
+    )
     assert "oneDNN custom operations" not in stderr and "absl::InitializeLog" not in stderr, stderr
+    assert stderr.endswith("levels 2 WARNING\n"), stderr
