@@ -10,9 +10,7 @@ from collections.abc import Callable
 from mammo.console import quiet_console
 from mammo.errors import user_error_message
 
-# A clean console: TensorFlow's C++ start-up notes (absl, CPU features, oneDNN), MLflow's INFO lines and
-# its progress bars for local artifact copies carry nothing a user acts on. Each stays adjustable.
-quiet_console()
+quiet_console()  # TensorFlow's and MLflow's start-up notes carry nothing a user acts on (mammo.console)
 
 
 DEFAULT = "default"  # what the MLproject passes for "the tool's own default" (blank would be logged as '')
