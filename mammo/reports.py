@@ -6,7 +6,7 @@ through `tracking`, under the names it defines, so the UI columns are the same f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -210,7 +210,9 @@ def _median_mcnemar(runs: list[Mapping[str, Any]], reference_runs: list[Mapping[
     return float(np.median(p_values)) if p_values else float("nan")
 
 
-def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT) -> pd.DataFrame:
+def comparison_table(
+    results: list[dict], *, failed: Sequence[Mapping[str, Any]] = (), reference: str = REFERENCE_VARIANT
+) -> pd.DataFrame:
     """One row per variant, means over its seeds, with the test-set interval and McNemar vs `reference`.
 
     results: one dict per child run with `variant`, `seed`, `run_id`, `probabilities` and
@@ -220,8 +222,11 @@ def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT)
     mcnemar_p_vs_model5 is the median over shared seeds of the per-seed exact McNemar p.
     published_test_accuracy / _wrong / _worst are the published project's (`mammo.published`), NaN
     where it published none; whether they compare with ours depends on the data (`log_comparison`).
+    failed: one dict per child run that ended FAILED (`variant`, `seed`, `run_id`, `error`); when
+    any did, a `failed` column counts them per variant and `error` gives the first one's reason, so a
+    lost run shows in the table; a variant none of whose runs finished has a row with seeds 0 and no metrics.
     """
-    if not results:
+    if not results and not failed:
         raise ValueError("results is empty: train at least one variant before comparing.")
     for position, result in enumerate(results):
         missing = [key for key in ("variant", "probabilities", "labels") if key not in result]
@@ -253,11 +258,32 @@ def comparison_table(results: list[dict], *, reference: str = REFERENCE_VARIANT)
                 "test_patches": len(np.asarray(runs[0]["labels"]).reshape(-1)),
             }
         )
-    table = pd.DataFrame(rows)
+    failed_counts, errors = _failures(failed)
+    rows += [{"variant": variant, "seeds": 0} for variant in failed_counts if variant not in by_variant]
+    table = pd.DataFrame(rows, columns=_comparison_columns(reference))
+    if failed_counts:
+        table.insert(2, "failed", [failed_counts.get(str(variant), 0) for variant in table["variant"]])
+        table["error"] = [errors.get(str(variant), "") for variant in table["variant"]]
     known = published.published_columns(table["variant"])
     for column, after in zip(published.PUBLISHED_COLUMNS, ("ci_high", "test_wrong", "test_worst"), strict=True):
         table.insert(table.columns.get_loc(after) + 1, column, known[column].to_numpy())
     return table
+
+
+def _comparison_columns(reference: str) -> list[str]:
+    return ["variant", "seeds", "test_accuracy", "test_accuracy_sd", "ci_low", "ci_high", "test_auc", "test_wrong",
+            "test_worst", f"mcnemar_p_vs_{reference}", "test_patches"]  # fmt: skip
+
+
+def _failures(failed: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
+    """(failed runs per variant, the first one's reason per variant)."""
+    counts: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for run in failed:
+        variant = str(run["variant"])
+        counts[variant] = counts.get(variant, 0) + 1
+        errors.setdefault(variant, f"seed {run.get('seed')}, run {run.get('run_id') or '?'}: {run.get('error', '')}")
+    return counts, errors
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -276,13 +302,19 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def comparison_markdown(table: pd.DataFrame, *, data_source: str | None) -> str:
     """comparison.md: a note on whether the published column compares with ours, then the table."""
-    sizes = table["test_patches"].unique() if "test_patches" in table.columns else []
+    sizes = table["test_patches"].dropna().unique() if "test_patches" in table.columns else []
     note = published.comparability_note(data_source, test_patches=int(sizes[0]) if len(sizes) == 1 else None)
     legend = (
         "ci_low/ci_high: 95 % Wilson interval of our test accuracy; published_*: the published project's "
         "figures (– where it published none)."
     )
-    return f"**Note:** {note}\n\n{legend}\n\n{markdown_table(table)}"
+    lost = table[table["failed"] > 0] if "failed" in table.columns else table.iloc[:0]
+    failures = "".join(
+        f"- **{row.variant}**: {row.failed} run(s) FAILED ({row.error})\n" for row in lost.itertuples(index=False)
+    )
+    if failures:
+        failures = f"**Failed runs** (their rows count only the runs that finished):\n\n{failures}\n"
+    return f"**Note:** {note}\n\n{legend}\n\n{failures}{markdown_table(table)}"
 
 
 def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT, data_source: str | None = None) -> None:

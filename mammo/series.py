@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +17,8 @@ import pandas as pd
 
 from mammo import tracking
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError
+from mammo.errors import ConfigError, MammoError
+from mammo.trial_runs import TRACEBACK_FILE, failure_line, record_failure
 from mammo.variants import VARIANTS, TrainConfig
 
 
@@ -60,13 +62,16 @@ def train_series(
     With cross-validation configs (`with_folds`), each fold's model is one more replicate in the
     test comparison, and the parent also gets the CV table (`crossval.cv_table`) and the pairwise
     corrected p-values between variants.
+
+    A child that raises (a bug, out of memory) ends FAILED with its error on it and the series
+    goes on; the comparison lists it as failed. The parent ends FAILED only when no child finished.
     """
     import keras
 
     from mammo import reports
     from mammo.training import train_run
 
-    results = []
+    results, failed = [], []
     tags = {tracking.ENTRY_TAG: "train_all"}
     with tracking.start_run(run_name="train_all", experiment=experiment, tags=tags) as parent:
         tracking.log_params({
@@ -77,23 +82,47 @@ def train_series(
         tracking.log_prepared_input(dataset, context="training")
         for number, config in enumerate(configs, start=1):
             print(f"[{number}/{len(configs)}] {config.variant} seed {config.seed}", flush=True)
-            run_id, result, metrics = train_run(
-                config, dataset, nested=True, parent_run_id=parent.info.run_id, experiment=experiment
-            )
-            labels = dataset.labels[result.splits.test_indices]
             replicate = (
                 f"{config.seed}/fold{config.fold}" if config.folds else config.seed
             )  # pairs runs across variants
+            started: list[str] = []
+            try:
+                run_id, result, metrics = train_run(
+                    config, dataset, nested=True, parent_run_id=parent.info.run_id, experiment=experiment,
+                    started=started,
+                )  # fmt: skip
+            except Exception as error:  # recorded on the child run (train_run); the other variants go on
+                failed.append(failed_child(config.variant, replicate, started, error))
+                keras.backend.clear_session()
+                gc.collect()
+                continue
+            labels = dataset.labels[result.splits.test_indices]
             results.append({"variant": config.variant, "seed": replicate, "run_id": run_id, "metrics": metrics,
                             "probabilities": np.asarray(result.probabilities), "labels": labels})  # fmt: skip
             del result
             keras.backend.clear_session()  # free the finished model's graph before the next variant
             gc.collect()
-        table = reports.comparison_table(results)
+        tracking.log_metrics({"children_finished": len(results), "children_failed": len(failed)})
+        table = reports.comparison_table(results, failed=failed)
         reports.log_comparison(table, data_source=dataset.source)
-        if configs[0].folds:
+        if configs[0].folds and results:
             log_cross_validation(results, folds=configs[0].folds)
+        if not results:  # raised inside the run: the parent ends FAILED with the reason on it
+            error = MammoError(
+                f"all {len(failed)} runs of the series failed (first: {failed[0]['variant']}: {failed[0]['error']}); "
+                f"each child run has its traceback under {TRACEBACK_FILE}."
+            )
+            record_failure(error)
+            raise error
     return parent.info.run_id, table
+
+
+def failed_child(variant: str, replicate: object, started: list[str], error: Exception) -> dict[str, object]:
+    """What the comparison lists for a child that raised, and one line on stderr saying so."""
+    run_id = started[0] if started else ""
+    reason = failure_line(error)
+    print(f"train_all: {variant} seed {replicate} FAILED (run {run_id or 'not started'}): {reason}", file=sys.stderr)
+    return {"variant": variant, "seed": replicate, "run_id": run_id, "error": reason}
 
 
 def log_cross_validation(results: list[dict], *, folds: int) -> pd.DataFrame:

@@ -235,12 +235,17 @@ def train_run(
     config: TrainConfig, dataset: PreparedDataset, *, run_name: str | None = None, nested: bool = False,
     parent_run_id: str | None = None, callbacks: Sequence[keras.callbacks.Callback] = (), log_model: bool = True,
     tags: Mapping[str, str] | None = None, experiment: str | None = None, verbose: int | None = None,
+    started: list[str] | None = None,
 ) -> tuple[str, TrainResult, dict[str, float]]:  # fmt: skip
     """Train and log one MLflow run; returns (run_id, result, the final metrics logged).
 
     Each phase's wall time is logged as `seconds_<phase>` (start, fit, report, plots, model), so a
-    run shows where its time went; `fit_seconds` is model.fit alone.
+    run shows where its time went; `fit_seconds` is model.fit alone. A run that raises ends FAILED
+    with the error on it (`trial_runs.record_failure`: a tag and the traceback); `started`, when
+    given, receives the run id as soon as the run exists, so a caller knows which run failed.
     """
+    from mammo.trial_runs import record_failure
+
     run_tags = {tracking.ENTRY_TAG: "train", tracking.VARIANT_TAG: config.variant, **(tags or {})}
     name = run_name or f"{config.variant}-seed{config.seed}"
     phases = PhaseTimer()
@@ -248,17 +253,26 @@ def train_run(
         run_name=name, experiment=experiment, nested=nested, parent_run_id=parent_run_id, tags=run_tags,
         system_metrics=True,
     ) as run:  # fmt: skip
-        with phases("start"):
-            tracking.log_params(run_params(config, dataset, precision=choose_precision(config.precision)))
-            tracking.log_prepared_input(dataset, context="training")
-        with phases("fit"):
-            result = fit(config, dataset, callbacks=[MlflowEpochLogger(), *callbacks], verbose=verbose)
-        if config.standardize:  # the statistics baked into the model's Normalization layer
-            mean, std = result.splits.pixel_stats
-            tracking.log_params({"standardize_mean": f"{mean:.6g}", "standardize_std": f"{std:.6g}"})
-        metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model, phases=phases)
-        tracking.log_metrics(phases.metrics())
         run_id = run.info.run_id
+        if started is not None:
+            started.append(run_id)
+        try:
+            with phases("start"):
+                tracking.log_params(run_params(config, dataset, precision=choose_precision(config.precision)))
+                tracking.log_prepared_input(dataset, context="training")
+            with phases("fit"):
+                result = fit(config, dataset, callbacks=[MlflowEpochLogger(), *callbacks], verbose=verbose)
+            if config.standardize:  # the statistics baked into the model's Normalization layer
+                mean, std = result.splits.pixel_stats
+                tracking.log_params({"standardize_mean": f"{mean:.6g}", "standardize_std": f"{std:.6g}"})
+            metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model, phases=phases)
+            tracking.log_metrics(phases.metrics())
+        except Exception as error:  # the run ends FAILED as the error leaves the `with`; say why on it first
+            try:
+                record_failure(error)
+            except Exception as unrecorded:  # the tracking store itself failing: keep the original error
+                error.add_note(f"(its run {run_id} could not record it: {unrecorded})")
+            raise
     return run_id, result, metrics
 
 

@@ -30,10 +30,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def failure_line(error: BaseException) -> str:
+    """`ValueError: what went wrong`: the error's first line, passwords hidden, at most 500 characters."""
+    return hide_passwords(f"{type(error).__name__}: {error}".strip().splitlines()[0])[:500]
+
+
 def record_failure(error: BaseException) -> None:
-    """The active trial run's reason (tag, one line) and traceback (artifact): why it ended FAILED."""
-    message = hide_passwords(f"{type(error).__name__}: {error}".strip().splitlines()[0])[:500]
-    tracking.set_tags({ERROR_TAG: message})
+    """The active run's reason (tag, one line) and traceback (artifact): why it ended FAILED."""
+    tracking.set_tags({ERROR_TAG: failure_line(error)})
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     tracking.log_text(hide_passwords(text), TRACEBACK_FILE)
 

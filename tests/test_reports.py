@@ -222,3 +222,19 @@ def test_log_comparison_logs_table_markdown_plot_and_p_values() -> None:
     assert "| 0.7292 |" in markdown[2] and "| 0.8423 |" in markdown[3]  # the published test accuracies
     logged = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.COMPARISON_FILE))
     assert logged["test_accuracy"].tolist() == pytest.approx(table["test_accuracy"].tolist())
+
+
+def test_comparison_table_lists_failed_runs_beside_the_finished_ones() -> None:
+    failed = [{"variant": "model3", "seed": 0, "run_id": "r3", "error": "ResourceExhaustedError: OOM"},
+              {"variant": "model5", "seed": 1, "run_id": "r5", "error": "ValueError: bug"}]  # fmt: skip
+    table = reports.comparison_table(_results(), failed=failed).set_index("variant")
+    assert table.loc["model3", "seeds"] == 0 and table.loc["model3", "failed"] == 1
+    assert (
+        np.isnan(table.loc["model3", "test_accuracy"])
+        and "run r3: ResourceExhaustedError" in table.loc["model3", "error"]
+    )
+    assert table.loc["model5", "failed"] == 1 and table.loc["model5", "seeds"] > 0  # its finished seeds still count
+    assert table.loc["model0", "failed"] == 0 and table.loc["model0", "error"] == ""
+    text = reports.comparison_markdown(table.reset_index(), data_source="synthetic")
+    assert "- **model3**: 1 run(s) FAILED (seed 0, run r3: ResourceExhaustedError: OOM)" in text
+    assert "failed" not in reports.comparison_table(_results()).columns  # no failures: the table as before

@@ -136,3 +136,72 @@ def test_seeds_are_a_count_or_a_list() -> None:
         train_all.parse_seeds("1,1")
     with pytest.raises(ConfigError, match=r"--variants: unknown \['model9'\]"):
         train_all.parse_variants("model5,model9")
+
+
+def _children(parent_run_id: str) -> list[mlflow.entities.Run]:
+    return mlflow.search_runs(
+        experiment_names=[tracking.EXPERIMENT], output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+    )  # fmt: skip
+
+
+def _out_of_memory_for(monkeypatch: pytest.MonkeyPatch, variants: set[str]) -> None:
+    """Building these variants raises TensorFlow's own out-of-memory error; the others build as usual."""
+    import tensorflow as tf
+
+    from mammo import training
+
+    real_build = training.build_model
+
+    def build(config, **kwargs):
+        if config.variant in variants:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[128,46,46,32]")
+        return real_build(config, **kwargs)
+
+    monkeypatch.setattr(training, "build_model", build)
+
+
+@pytest.mark.slow
+def test_train_all_goes_on_past_a_failing_variant_and_lists_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = make_speck_dataset(tmp_path / "d48", size=48, train_patients=8, test_patients=3)
+    _out_of_memory_for(monkeypatch, {"model3"})
+    argv = ["--data", str(dataset.path), "--epochs", "1", "--batch-size", "8", "--precision", "float32"]
+    assert train_all.main(argv) == 0
+    parent = only_run(**{"mammo.entry": "train_all"})
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["children_finished"] == 5 and parent.data.metrics["children_failed"] == 1
+    children = {child.data.params["variant"]: child for child in _children(parent.info.run_id)}
+    assert {variant: child.info.status for variant, child in children.items()} == {
+        variant: "FAILED" if variant == "model3" else "FINISHED" for variant in VARIANTS
+    }
+    failed = children["model3"]
+    assert failed.data.tags["mammo.error"].startswith("ResourceExhaustedError: OOM when allocating")
+    assert "errors/traceback.txt" in artifact_paths(failed.info.run_id)
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=tracking.COMPARISON_FILE)
+    ).set_index("variant")
+    assert sorted(table.index) == sorted(VARIANTS)
+    assert table.loc["model3", "failed"] == 1 and table.loc["model3", "seeds"] == 0
+    assert np.isnan(table.loc["model3", "test_accuracy"]) and failed.info.run_id in table.loc["model3", "error"]
+    assert (table.drop(index="model3")["failed"] == 0).all() and table.drop(index="model3")[
+        "test_accuracy"
+    ].notna().all()
+    markdown = Path(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path=tracking.COMPARISON_MARKDOWN)
+    ).read_text()
+    assert "**model3**: 1 run(s) FAILED" in markdown and "ResourceExhaustedError" in markdown
+
+
+def test_train_all_whose_every_variant_fails_ends_its_parent_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = make_speck_dataset(tmp_path / "d48", size=48, train_patients=8, test_patients=3)
+    _out_of_memory_for(monkeypatch, {"model0", "model1"})
+    argv = ["--data", str(dataset.path), "--variants", "model0,model1", "--epochs", "1", "--precision", "float32"]
+    assert train_all.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model0 seed 0 FAILED" in err and "all 2 runs of the series failed" in err
+    parent = only_run(**{"mammo.entry": "train_all"})
+    assert parent.info.status == "FAILED" and "all 2 runs" in parent.data.tags["mammo.error"]
+    assert {child.info.status for child in _children(parent.info.run_id)} == {"FAILED"}
+    assert {tracking.COMPARISON_FILE, tracking.COMPARISON_MARKDOWN} <= artifact_paths(parent.info.run_id)
