@@ -66,7 +66,7 @@ def promote(
     dataset = load_prepared(data) if data is not None else lineage.dataset_of_run(run)
     _, patches, labels = lineage.held_out_patches(dataset)
     candidate_probabilities = _score(candidate.model_uri, patches, "candidate")  # the slow part, outside the lock
-    with registry.promotion_lock(model_name, wait_s=lock_wait_s):
+    with registry.promotion_lock(model_name, wait_s=lock_wait_s) as lock:
         registry.finish_alias_moves(model_name, alias)
         champion = registry.current_version(model_name, alias)
         if champion is not None and champion.run_id == candidate.run_id:
@@ -95,6 +95,7 @@ def promote(
             data=dataset.info, decision_status=decision.status, decision_reason=decision.reason,
             p_value=decision.p_value, against=f"version {champion.version}" if champion is not None else None,
         )  # fmt: skip
+        lock.confirm()  # still ours after the champion's scoring: else nothing is written
         registry.set_version_tags(model_name, str(version.version), {**decision.tags(), **context}, description=card)
         if decision.promoted:
             registry.move_alias(model_name, alias, str(version.version), str(champion.version) if champion else None)

@@ -7,7 +7,9 @@ candidate) and `previous-champion`. Three rules keep them trustworthy:
   network) stops the promotion, so a model is never crowned because the champion could not be read.
 - Promotions are serialised by a lock that the registry itself holds: a registered model named
   `<model>--promotion-lock`, whose creation is atomic in every MLflow store (SQL's unique name,
-  over REST too). The holder deletes it when done; one older than `LOCK_STALE_S` is taken over.
+  over REST too), whose holder is re-read after creating it. The holder refreshes it while it
+  works (long scoring included) and deletes it when done; one not refreshed for `LOCK_STALE_S`
+  belongs to a dead promotion and is taken over, by one waiter only (`_take_over`).
 - `champion` moves before `previous-champion`, after an intent tag on the new version records the
   predecessor; the tag goes once both moved. A failure in between leaves `champion` moved and the
   intent recorded, and the next promotion finishes the move (`finish_alias_moves`).
@@ -15,12 +17,15 @@ candidate) and `previous-champion`. Three rules keep them trustworthy:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -31,6 +36,7 @@ from mammo import tracking
 from mammo.errors import ConfigError, RegistryError
 
 LOCK_SUFFIX = "--promotion-lock"
+TAKEOVER_SUFFIX = "--takeover-"  # + a digest of the stale holder: one waiter at a time removes a dead lock
 LOCK_WAIT_S = 600.0  # how long a promotion waits for another to finish
 LOCK_STALE_S = 900.0  # a lock this old belongs to a promotion that died: taken over
 LOCK_POLL_S = 1.0
@@ -167,10 +173,64 @@ def finish_alias_moves(model_name: str, alias: str) -> None:
     _finish_move(MlflowClient(), model_name, alias, str(version.version), version.tags[PENDING_PREVIOUS_TAG] or None)
 
 
+@dataclass
+class _LockState:
+    holder: str
+    since: float
+
+
+class PromotionLock:
+    """A held promotion lock; a background thread refreshes its `since` tag while the promotion runs.
+
+    Refreshing every `stale_s / 4` keeps a long scoring step from looking like a dead holder. The
+    thread also re-reads the holder each time: if the lock is gone or another process holds it,
+    `confirm()` raises, and the promotion stops before it writes anything.
+    """
+
+    def __init__(self, client: MlflowClient, name: str, holder: str, *, stale_s: float) -> None:
+        self.client, self.name, self.holder = client, name, holder
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._refresh, args=(max(stale_s / 4, 0.05),), name=f"{name} refresh", daemon=True
+        )
+
+    def _refresh(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                state = _read_lock(self.client, self.name)
+                if state is None or state.holder != self.holder:
+                    self.lost = f"held by {state.holder}" if state else "deleted"
+                    return
+                self.client.set_registered_model_tag(self.name, "since", f"{time.time():.3f}")
+            except (MlflowException, RegistryError):  # the registry unreachable for a moment: the next beat retries
+                continue
+
+    def confirm(self) -> None:
+        """Raise unless the lock is still ours (checked now, not only at the last refresh)."""
+        state = None if self.lost else _read_lock(self.client, self.name)
+        if self.lost or state is None or state.holder != self.holder:
+            raise RegistryError(
+                f"the promotion lock {self.name!r} was lost while this promotion ran "
+                f"({self.lost or (f'held by {state.holder}' if state else 'deleted')}); nothing was promoted. "
+                "Run `promote` again."
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            state = _read_lock(self.client, self.name)
+            if state is not None and state.holder == self.holder:
+                self.client.delete_registered_model(self.name)
+        except MlflowException:
+            pass  # taken over as stale, or already gone: not ours to delete
+
+
 @contextmanager
 def promotion_lock(
     model_name: str, *, wait_s: float = LOCK_WAIT_S, stale_s: float = LOCK_STALE_S, poll_s: float = LOCK_POLL_S
-) -> Iterator[None]:
+) -> Iterator[PromotionLock]:
     """Hold the registry-wide promotion lock of `model_name` (see the module docstring)."""
     client, name = MlflowClient(), f"{model_name}{LOCK_SUFFIX}"
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -183,36 +243,82 @@ def promotion_lock(
                 f"(MlflowClient().delete_registered_model({name!r}))."
             )
         time.sleep(poll_s)
+    lock = PromotionLock(client, name, holder, stale_s=stale_s)
+    lock._thread.start()
     try:
-        yield
+        yield lock
     finally:
-        try:
-            lock = client.get_registered_model(name)
-            if lock.tags.get("holder") == holder:
-                client.delete_registered_model(name)
-        except MlflowException:
-            pass  # taken over as stale, or already gone: not ours to delete
+        lock.release()
+
+
+def _read_lock(client: MlflowClient, name: str) -> _LockState | None:
+    """The lock's holder and the time it was last taken or refreshed; None when there is no lock."""
+    try:
+        tags = client.get_registered_model(name).tags or {}
+    except MlflowException as error:
+        if error.error_code == NOT_FOUND:
+            return None
+        raise _failed(f"reading the promotion lock {name!r}", error) from error
+    try:
+        since = float(tags.get("since", "inf"))
+    except ValueError:
+        since = float("inf")  # a hand-made lock without a time is never taken as stale
+    return _LockState(tags.get("holder", ""), since)
 
 
 def _try_lock(client: MlflowClient, name: str, holder: str, *, stale_s: float) -> bool:
+    """One attempt: create the lock (then re-read that it is ours), or take a stale one over for the next attempt."""
     tags = {"holder": holder, "since": f"{time.time():.3f}"}
     description = f"Held while `promote` runs ({holder}); deleted when it finishes. Do not use as a model."
     try:
         client.create_registered_model(name, tags=tags, description=description)
-        return True
     except MlflowException as error:
         if error.error_code != ALREADY_EXISTS:
             raise _failed(f"taking the promotion lock {name!r}", error) from error
-    try:
-        since = float(client.get_registered_model(name).tags.get("since", "inf"))
-    except MlflowException:
+    state = _read_lock(client, name)
+    if state is None:
         return False  # released meanwhile: try again at once on the next poll
-    if time.time() - since > stale_s:
-        try:
-            client.delete_registered_model(name)  # the holder died: take the lock over
-        except MlflowException as error:
-            raise RegistryError(
-                f"the promotion lock {name!r} is stale (held since {time.ctime(since)}) but cannot be removed "
-                f"({error.message}); ask the registry's admin to delete it."
-            ) from error
+    if state.holder == holder:
+        return True  # ours: created now, or by an earlier attempt whose answer was lost (a retried request)
+    if time.time() - state.since > stale_s:
+        _take_over(client, name, state, holder, stale_s=stale_s)
     return False
+
+
+def _take_over(client: MlflowClient, name: str, stale: _LockState, holder: str, *, stale_s: float) -> None:
+    """Delete a dead holder's lock, once, whoever else is waiting.
+
+    Deleting what was read a moment ago is a race: two waiters both read the stale lock, one
+    deletes it and takes the lock, and the other's delete then removes the new holder's lock. So
+    a waiter first creates a takeover marker named after the stale holder (atomic, like the lock),
+    re-reads the lock under it and deletes it only if it is still that holder's, at that time.
+    Only one waiter holds the marker; the next one to get it finds the lock changed and leaves it.
+    """
+    digest = hashlib.sha256(f"{stale.holder} {stale.since}".encode()).hexdigest()[:16]
+    marker = f"{name}{TAKEOVER_SUFFIX}{digest}"
+    try:
+        client.create_registered_model(marker, tags={"holder": holder, "since": f"{time.time():.3f}"})
+    except MlflowException as error:
+        if error.error_code != ALREADY_EXISTS:
+            raise _failed(f"taking over the stale promotion lock {name!r}", error) from error
+        _clear_dead_marker(client, marker, stale_s=stale_s)
+        return
+    try:
+        if _read_lock(client, name) == stale:
+            client.delete_registered_model(name)  # still the dead holder's: gone, the next attempt creates ours
+    except MlflowException as error:
+        raise RegistryError(
+            f"the promotion lock {name!r} is stale (held by {stale.holder} since {time.ctime(stale.since)}) but "
+            f"cannot be removed ({error.message}); ask the registry's admin to delete it."
+        ) from error
+    finally:
+        with suppress(MlflowException):
+            client.delete_registered_model(marker)
+
+
+def _clear_dead_marker(client: MlflowClient, marker: str, *, stale_s: float) -> None:
+    """A takeover marker older than `stale_s` belongs to a waiter that died taking over: removed."""
+    state = _read_lock(client, marker)
+    if state is not None and time.time() - state.since > stale_s:
+        with suppress(MlflowException):
+            client.delete_registered_model(marker)

@@ -161,3 +161,67 @@ def test_two_promote_processes_at_once_end_with_one_champion_and_a_consistent_hi
         assert fair_tags["gate_champion_version"] == number[good] and "previous-champion" not in aliases
         assert fair_tags["validation_status"] == "rejected"
     assert _registered_models() == [MODEL]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mammo import registry
+log, go, stale_s, hold_s = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+with log.open("a") as out:
+    out.write(f"ready {sys.argv[5]}\\n")
+while not go.exists():
+    time.sleep(0.01)
+with registry.promotion_lock("mammo-cnn", wait_s=120, stale_s=stale_s, poll_s=0.02) as lock:
+    with log.open("a") as out:
+        out.write(f"enter {sys.argv[5]} {time.time():.6f}\\n")
+    time.sleep(hold_s)  # longer than stale_s: only the lock's refresh keeps the other process out
+    lock.confirm()
+    with log.open("a") as out:
+        out.write(f"exit {sys.argv[5]} {time.time():.6f}\\n")
+"""
+
+
+def test_two_processes_waiting_on_a_stale_lock_hold_it_one_after_the_other(tmp_path: Path, tracking_uri: str) -> None:
+    stale_s, hold_s = 1.0, 2.5
+    client, lock = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    client.search_experiments()  # the store's tables exist before two processes open it
+    client.create_registered_model(lock, tags={"holder": "elsewhere:1:dead", "since": f"{time.time() - 60:.3f}"})
+    log, go = tmp_path / "lock.log", tmp_path / "go"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO_ROOT)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(log), str(go), str(stale_s), str(hold_s), name],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    deadline = time.monotonic() + 120
+    while (log.read_text().count("ready") if log.exists() else 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # both see the dead holder's lock at the same moment
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    events = sorted(
+        (float(when), kind, name) for kind, name, when in (line.split() for line in log.read_text().splitlines()
+                                                            if not line.startswith("ready"))
+    )  # fmt: skip
+    kinds = [kind for _, kind, _ in events]
+    assert kinds == ["enter", "exit", "enter", "exit"], events  # never both inside
+    assert events[0][2] == events[1][2] != events[2][2] == events[3][2]
+    assert _registered_models() == []  # the dead lock, both holders' locks and any takeover marker: all gone
+
+
+def test_a_lock_lost_to_another_holder_stops_the_promotion_before_it_writes() -> None:
+    client, name = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    lost = r"was lost while this promotion ran \(held by thief\)"
+    with pytest.raises(RegistryError, match=lost), registry.promotion_lock(MODEL, stale_s=0.4) as lock:
+        client.delete_registered_model(name)
+        client.create_registered_model(name, tags={"holder": "thief", "since": f"{time.time():.3f}"})
+        time.sleep(0.3)
+        lock.confirm()
+    assert client.get_registered_model(name).tags["holder"] == "thief"  # not ours: left in place
