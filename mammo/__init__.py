@@ -5,6 +5,7 @@ Module map (one line each):
     console      a clean console: TensorFlow's native start-up notes dropped in entry points and benchmarks
     pixels       the pixel convention: uint16 patches, /65535 and a resize for the network
     precision    the Keras dtype policy a run trains in (what the hardware runs fastest)
+    decision     the decision rule (calcification when p > the model's threshold) and its default, 0.5
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json), written atomically, locked
     data/dicom   DICOM reading through pydicom's LUT helpers (a region mapped alone, files memory-mapped); resize
     data/masks   ROI masks told from crops by content, their box, the region to cut around them

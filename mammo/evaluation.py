@@ -4,10 +4,12 @@ Everything here takes labels and predicted probabilities of calcification and re
 small tables, so the same values feed MLflow metrics, the plots and the tests (compute, then
 render). No MLflow: `mammo.reports` logs what these functions compute.
 
-A prediction is calcification when p > 0.5, as Keras's `binary_accuracy` thresholds, so
-`test_accuracy` agrees with `model.evaluate`. The published analysis counted "wrong" (|label − p| >
-0.5) and "worst" (> 0.8) predictions; we keep its definitions, which differ from the accuracy
-only for a calcification scored exactly 0.5.
+A prediction is calcification when p > the model's threshold (`mammo.decision`: chosen on
+validation and stored with the model; 0.5, Keras's `binary_accuracy` rule, by default), and every
+decision metric (accuracy, recalls, wrong/worst, confusion, McNemar) is counted at that threshold:
+the rule the served model applies. "Wrong" is a patch misclassified at the threshold, "worst" a
+wrong one with |label − p| > 0.8. The published analysis's own figures (accuracy at 0.5, wrong
+|label − p| > 0.5, worst > 0.8) are reported beside them as `*_at_0_5` for the published comparison.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
-THRESHOLD = 0.5
+from mammo.decision import DEFAULT_THRESHOLD, predict_labels
+
+__all__ = ["DEFAULT_THRESHOLD", "predict_labels"]  # re-exported: the rule lives in mammo.decision
+
 WRONG_MARGIN, WORST_MARGIN = 0.5, 0.8  # the published analysis: wrong |label − p| > 0.5, worst > 0.8
 LOSS_EPSILON = 1e-7  # Keras's backend epsilon: log loss stays finite for p ∈ {0, 1}
 
@@ -43,11 +48,6 @@ def check_predictions(labels: object, probabilities: object) -> tuple[np.ndarray
             f"got min {np.nanmin(probability_array)} max {np.nanmax(probability_array)}"
         )
     return label_array.astype(np.int64), probability_array
-
-
-def predict_labels(probabilities: object, *, threshold: float = THRESHOLD) -> np.ndarray:
-    """0/1 predictions, calcification when p > threshold (Keras's rule); 0/1 inputs pass unchanged."""
-    return (np.asarray(probabilities, dtype=np.float64).reshape(-1) > threshold).astype(np.int64)
 
 
 def wilson_interval(proportion: float, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -114,6 +114,15 @@ def wrong_and_worst(
     return int((error > wrong_margin).sum()), int((error > worst_margin).sum())
 
 
+def misclassified(
+    labels: object, probabilities: object, *, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """(wrong, worst) per patch at the model's threshold: misclassified, and misclassified with |label − p| > 0.8."""
+    label_array, probability_array = check_predictions(labels, probabilities)
+    wrong = predict_labels(probability_array, threshold=threshold) != label_array
+    return wrong, wrong & (np.abs(label_array - probability_array) > WORST_MARGIN)
+
+
 def worst_order(labels: object, probabilities: object, *, count: int | None = None) -> np.ndarray:
     """Positions sorted by |label − p|, largest first (ties keep their order); the worst panel's order."""
     label_array, probability_array = check_predictions(labels, probabilities)
@@ -132,39 +141,46 @@ class ErrorSelection:
     wrong_count: int  # of all evaluated patches
     worst_count: int
     total: int
+    threshold: float = DEFAULT_THRESHOLD  # the decision threshold "wrong" is counted at
 
     @property
     def shown_worst(self) -> int:
         return int(self.worst.sum())
 
 
-def select_errors(labels: object, probabilities: object, *, count: int) -> ErrorSelection:
+def select_errors(
+    labels: object, probabilities: object, *, count: int, threshold: float = DEFAULT_THRESHOLD
+) -> ErrorSelection:
     """Up to `count` wrong patches, worst first; only when fewer than `count` are worst, the next wrong ones.
 
-    A patch scored on the right side of 0.5 is never shown, however close it came: the panel and its
-    title follow the published definitions (wrong > 0.5, worst > 0.8), not a top-k of errors.
+    A patch on the right side of the model's threshold is never shown, however close it came: the
+    panel and its title count what the model's rule calls wrong (and worst: wrong with |label − p| >
+    0.8), not a top-k of errors.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1 patch, got {count}")
     label_array, probability_array = check_predictions(labels, probabilities)
     error = np.abs(label_array - probability_array)
+    wrong, worst = misclassified(label_array, probability_array, threshold=threshold)
     order = worst_order(label_array, probability_array)
-    shown = order[error[order] > WRONG_MARGIN][:count]
-    wrong, worst = wrong_and_worst(label_array, probability_array)
+    shown = order[wrong[order]][:count]
     return ErrorSelection(
         positions=shown, labels=label_array[shown], probabilities=probability_array[shown],
-        worst=error[shown] > WORST_MARGIN, wrong_count=wrong, worst_count=worst, total=len(label_array),
+        worst=error[shown] > WORST_MARGIN, wrong_count=int(wrong.sum()), worst_count=int(worst.sum()),
+        total=len(label_array), threshold=float(threshold),
     )  # fmt: skip
 
 
-def correct_sample(labels: object, probabilities: object, *, per_class: int, seed: int = 0) -> np.ndarray:
+def correct_sample(
+    labels: object, probabilities: object, *, per_class: int, seed: int = 0, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
     """Positions of up to `per_class` correctly classified patches of each class, mass first.
 
     Drawn at random with a fixed seed rather than the most confident ones, so the panel shows what
     a typical correct decision looks at; the same predictions always give the same patches.
     """
     label_array, probability_array = check_predictions(labels, probabilities)
-    correct = predict_labels(probability_array) == label_array
+    correct = predict_labels(probability_array, threshold=threshold) == label_array
     rng = np.random.default_rng(seed)
     chosen = []
     for label in (0, 1):
@@ -216,24 +232,28 @@ def calibration_error_from_bins(bins: pd.DataFrame) -> float:
     return float((filled["count"] * gaps).sum() / filled["count"].sum())
 
 
-def confusion_counts(labels: object, probabilities: object, *, threshold: float = THRESHOLD) -> np.ndarray:
+def confusion_counts(labels: object, probabilities: object, *, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """2×2 counts, rows true (mass, calcification), columns predicted; both classes always present."""
     label_array, probability_array = check_predictions(labels, probabilities)
     return confusion_matrix(label_array, predict_labels(probability_array, threshold=threshold), labels=[0, 1])
 
 
-def mcnemar_test(labels: object, predictions_a: object, predictions_b: object) -> tuple[float, int, int]:
+def mcnemar_test(
+    labels: object, predictions_a: object, predictions_b: object, *, threshold_a: float = DEFAULT_THRESHOLD,
+    threshold_b: float = DEFAULT_THRESHOLD,
+) -> tuple[float, int, int]:  # fmt: skip
     """Exact McNemar test of two classifiers scored on the same patches: (p_value, b, c).
 
     b counts patches A got right and B wrong, c the reverse; under "equally accurate" each
     discordant patch is a fair coin, so p is the two-sided exact binomial p of b in b + c. The
     exact form rather than the chi-square one because discordant counts between neighbouring
-    variants are small. Predictions may be 0/1 labels or probabilities (thresholded at 0.5).
+    variants are small. Predictions may be 0/1 labels (at the default 0.5) or probabilities, each
+    model's thresholded at its own threshold.
     """
     label_array, a_array = check_predictions(labels, predictions_a)
     _, b_array = check_predictions(label_array, predictions_b)
-    a_correct = predict_labels(a_array) == label_array
-    b_correct = predict_labels(b_array) == label_array
+    a_correct = predict_labels(a_array, threshold=threshold_a) == label_array
+    b_correct = predict_labels(b_array, threshold=threshold_b) == label_array
     only_a = int((a_correct & ~b_correct).sum())
     only_b = int((~a_correct & b_correct).sum())
     if only_a + only_b == 0:
@@ -247,19 +267,23 @@ def _recall(label_array: np.ndarray, predicted: np.ndarray, label: int) -> float
 
 
 def classification_metrics(
-    labels: object, probabilities: object, *, prefix: str = "test_", suffix: str = ""
-) -> dict[str, float]:
-    """Every final metric of one evaluation, named `{prefix}{name}{suffix}` (tracking.TEST_METRICS).
+    labels: object, probabilities: object, *, prefix: str = "test_", suffix: str = "",
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, float]:  # fmt: skip
+    """Every final metric of one evaluation, named `{prefix}{name}{suffix}` (tracking.TEST_METRICS, AT_HALF_METRICS).
 
-    Metrics undefined on the data (AUC or a recall when one class is absent) are NaN rather
-    than an error, so a smoke run on a handful of patches still logs the rest.
+    The decision metrics are counted at `threshold`, the model's own; `accuracy_at_0_5`,
+    `wrong_at_0_5` and `worst_at_0_5` are the published analysis's definitions at 0.5, for the
+    published comparison. Metrics undefined on the data (AUC or a recall when one class is absent)
+    are NaN rather than an error, so a smoke run on a handful of patches still logs the rest.
     """
     label_array, probability_array = check_predictions(labels, probabilities)
-    predicted = predict_labels(probability_array)
+    predicted = predict_labels(probability_array, threshold=threshold)
     correct = int((predicted == label_array).sum())
     low, high = accuracy_interval(correct, len(label_array))
     recall_mass, recall_calc = _recall(label_array, predicted, 0), _recall(label_array, predicted, 1)
-    wrong, worst = wrong_and_worst(label_array, probability_array)
+    wrong_patches, worst_patches = misclassified(label_array, probability_array, threshold=threshold)
+    wrong_at_half, worst_at_half = wrong_and_worst(label_array, probability_array)
     clipped = np.clip(probability_array, LOSS_EPSILON, 1 - LOSS_EPSILON)
     both_classes = len(np.unique(label_array)) == 2
     values = {
@@ -271,30 +295,36 @@ def classification_metrics(
         "balanced_accuracy": float(np.nanmean([recall_mass, recall_calc])),  # sklearn's, over present classes
         "recall_mass": recall_mass,
         "recall_calc": recall_calc,
-        "wrong": wrong,
-        "worst": worst,
+        "wrong": int(wrong_patches.sum()),
+        "worst": int(worst_patches.sum()),
         "ece": expected_calibration_error(label_array, probability_array),
+        "accuracy_at_0_5": float((predict_labels(probability_array) == label_array).mean()),
+        "wrong_at_0_5": wrong_at_half,
+        "worst_at_0_5": worst_at_half,
     }
     return {f"{prefix}{name}{suffix}": float(value) for name, value in values.items()}
 
 
-def predictions_table(manifest_rows: pd.DataFrame, probabilities: object) -> pd.DataFrame:
-    """One row per evaluated patch: who it is, what the model said and how far off it was."""
+def predictions_table(
+    manifest_rows: pd.DataFrame, probabilities: object, *, threshold: float = DEFAULT_THRESHOLD
+) -> pd.DataFrame:
+    """One row per evaluated patch: who it is, what the model said (at its threshold) and how far off it was."""
     missing = [column for column in ("index", "patient_id", "label") if column not in manifest_rows.columns]
     if missing:
         raise ValueError(f"manifest_rows lacks columns {missing}; pass rows of the prepared manifest.csv")
     label_array, probability_array = check_predictions(manifest_rows["label"].to_numpy(), probabilities)
-    error = np.abs(label_array - probability_array)
+    wrong, worst = misclassified(label_array, probability_array, threshold=threshold)
     table = pd.DataFrame(
         {
             "index": manifest_rows["index"].to_numpy(),
             "patient_id": manifest_rows["patient_id"].to_numpy(),
             "label": label_array,
             "probability": probability_array,
-            "error": error,
-            "predicted": predict_labels(probability_array),
-            "wrong": error > WRONG_MARGIN,
-            "worst": error > WORST_MARGIN,
+            "error": np.abs(label_array - probability_array),
+            "predicted": predict_labels(probability_array, threshold=threshold),
+            "wrong": wrong,
+            "worst": worst,
+            "threshold": float(threshold),
         }
     )
     return table.sort_values("index", kind="stable").reset_index(drop=True)
@@ -322,7 +352,7 @@ def choose_threshold(
             f"{target=!r}"
         )
     if method == "fixed":
-        return THRESHOLD
+        return DEFAULT_THRESHOLD
     label_array, probability_array = check_predictions(labels, probabilities)
     if len(np.unique(label_array)) < 2:
         raise ValueError(f"method={method!r} needs both classes among the validation labels; use method='fixed'.")
@@ -346,7 +376,7 @@ def _strict_threshold(scores: np.ndarray, inclusive: float) -> float:
     return float((inclusive + below.max()) / 2)
 
 
-def operating_point(labels: object, probabilities: object, threshold: float = THRESHOLD) -> dict[str, float]:
+def operating_point(labels: object, probabilities: object, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """Sensitivity (calcification recall) and specificity (mass recall) at `threshold`, with Wilson 95 % CIs.
 
     NaN for a class that is absent. Named without a prefix; the caller adds `test_`/`val_`.

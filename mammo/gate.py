@@ -69,8 +69,8 @@ def check_gate_options(*, gate_metric: str, min_delta: float, alpha: float) -> N
         raise ConfigError(f"--alpha must be between 0 and 1 (e.g. 0.05), got {alpha}.")
 
 
-def _score(labels: np.ndarray, probabilities: np.ndarray, gate_metric: str, who: str) -> float:
-    value = evaluation.classification_metrics(labels, probabilities)[gate_metric]
+def _score(labels: np.ndarray, probabilities: np.ndarray, gate_metric: str, who: str, threshold: float) -> float:
+    value = evaluation.classification_metrics(labels, probabilities, threshold=threshold)[gate_metric]
     if not np.isfinite(value):
         raise ConfigError(
             f"{gate_metric} of the {who} is undefined on these test patches (e.g. AUC with one class only); "
@@ -81,9 +81,13 @@ def _score(labels: np.ndarray, probabilities: np.ndarray, gate_metric: str, who:
 
 def gate_decision(
     *, labels: object, candidate_probabilities: object, champion_probabilities: object | None, gate_metric: str,
-    min_delta: float = 0.0, alpha: float = 0.05,
+    min_delta: float = 0.0, alpha: float = 0.05, candidate_threshold: float = evaluation.DEFAULT_THRESHOLD,
+    champion_threshold: float = evaluation.DEFAULT_THRESHOLD,
 ) -> GateDecision:  # fmt: skip
     """Promote when the candidate is strictly better by >= min_delta and not significantly worse.
+
+    Each model is judged by the rule it is served with: its own stored decision threshold labels
+    the patches for the gate metric and for McNemar's right/wrong pairs.
 
     "Better" is strict even with min_delta 0: a tie keeps the incumbent, so retraining the same
     model never churns the alias. "Significantly worse" is an exact McNemar test on the paired
@@ -92,13 +96,22 @@ def gate_decision(
     """
     check_gate_options(gate_metric=gate_metric, min_delta=min_delta, alpha=alpha)
     label_array = np.asarray(labels).reshape(-1)
-    candidate_score = _score(label_array, np.asarray(candidate_probabilities), gate_metric, "candidate")
-    if champion_probabilities is None:
-        return GateDecision(True, "no champion yet: the first candidate is promoted", gate_metric, candidate_score)
-    champion_score = _score(label_array, np.asarray(champion_probabilities), gate_metric, "champion")
-    p_value, only_candidate, only_champion = evaluation.mcnemar_test(
-        label_array, candidate_probabilities, champion_probabilities
+    candidate_score = _score(
+        label_array, np.asarray(candidate_probabilities), gate_metric, "candidate", candidate_threshold
     )
+    thresholds = {"gate_candidate_threshold": f"{candidate_threshold:.6g}"}
+    if champion_probabilities is None:
+        return GateDecision(
+            True, "no champion yet: the first candidate is promoted", gate_metric, candidate_score, extra=thresholds
+        )
+    thresholds["gate_champion_threshold"] = f"{champion_threshold:.6g}"
+    champion_score = _score(
+        label_array, np.asarray(champion_probabilities), gate_metric, "champion", champion_threshold
+    )
+    p_value, only_candidate, only_champion = evaluation.mcnemar_test(
+        label_array, candidate_probabilities, champion_probabilities, threshold_a=candidate_threshold,
+        threshold_b=champion_threshold,
+    )  # fmt: skip
     sign = -1.0 if lower_is_better(gate_metric) else 1.0
     delta = sign * (candidate_score - champion_score)
     significantly_worse = p_value < alpha and only_champion > only_candidate
@@ -115,5 +128,6 @@ def gate_decision(
         verdict, promoted = "promoted: better than the champion and not significantly worse", True
     return GateDecision(
         promoted, f"{verdict}; {summary}", gate_metric, candidate_score, champion_score, p_value, only_candidate,
-        only_champion, extra={"gate_improvement": f"{delta:.6g}", "min_delta": f"{min_delta:g}", "alpha": f"{alpha:g}"},
+        only_champion, extra={"gate_improvement": f"{delta:.6g}", "min_delta": f"{min_delta:g}", "alpha": f"{alpha:g}",
+                              **thresholds},
     )  # fmt: skip

@@ -146,16 +146,21 @@ def plot_worst(patches: np.ndarray, selection: evaluation.ErrorSelection) -> Fig
 
 
 def error_title(selection: evaluation.ErrorSelection) -> str:
-    """E.g. "12 worst (|label − p| > 0.8); 53 wrong (|label − p| > 0.5) of 336 patches", true to what is shown."""
+    """E.g. "12 worst (|label − p| > 0.8); 53 wrong (|label − p| > 0.5) of 336 patches", true to what is shown.
+
+    At a threshold other than 0.5, "wrong" is said as what it is: misclassified at that threshold.
+    """
+    at_half = selection.threshold == evaluation.DEFAULT_THRESHOLD
+    wrong_rule = "|label − p| > 0.5" if at_half else f"misclassified at threshold {selection.threshold:.3g}"
     if not len(selection.positions):
-        return f"no wrong patches (|label − p| > 0.5) among {selection.total}"
+        return f"no wrong patches ({wrong_rule}) among {selection.total}"
     shown_worst = selection.shown_worst
     shown_wrong = len(selection.positions) - shown_worst
     worst = f"{shown_worst}" if shown_worst == selection.worst_count else f"{shown_worst} of {selection.worst_count}"
-    title = f"{worst} worst (|label − p| > 0.8)"
+    title = f"{worst} worst (|label − p| > 0.8)" if at_half else f"{worst} worst (wrong, |label − p| > 0.8)"
     if shown_wrong:
-        title += f" + {shown_wrong} wrong, not worst (0.5 < |label − p| ≤ 0.8)"
-    return f"{title}; {selection.wrong_count} wrong (|label − p| > 0.5) of {selection.total} patches"
+        title += f" + {shown_wrong} wrong, not worst ({'0.5 < ' if at_half else ''}|label − p| ≤ 0.8)"
+    return f"{title}; {selection.wrong_count} wrong ({wrong_rule}) of {selection.total} patches"
 
 
 def _frame(axes, color: str) -> None:

@@ -44,8 +44,9 @@ def _candidate_tags(candidate: candidates.Candidate) -> dict[str, str]:
 
 
 def _score(model_uri: str, patches, who: str):
+    """(P(calcification), the model's stored threshold): the gate judges the rule the model is served with."""
     try:
-        return serving.score_model(model_uri, patches)
+        return serving.score_with_threshold(model_uri, patches)
     except Exception as error:  # any failure to load or score means: no gate, so no promotion
         raise RegistryError(f"cannot score the {who} ({model_uri}): {error}; nothing was promoted.") from error
 
@@ -65,7 +66,7 @@ def promote(
     run = tracking.get_run(candidate.run_id)
     dataset = load_prepared(data) if data is not None else lineage.dataset_of_run(run)
     _, patches, labels = lineage.held_out_patches(dataset)
-    candidate_probabilities = _score(candidate.model_uri, patches, "candidate")  # the slow part, outside the lock
+    candidate_probabilities, candidate_threshold = _score(candidate.model_uri, patches, "candidate")  # slow: unlocked
     with registry.promotion_lock(model_name, wait_s=lock_wait_s) as lock:
         registry.finish_alias_moves(model_name, alias)
         champion = registry.current_version(model_name, alias)
@@ -79,12 +80,15 @@ def promote(
         version, created = registry.register(
             model_name, candidate.model_uri, run_id=candidate.run_id, tags=_candidate_tags(candidate)
         )
-        champion_probabilities = None
+        champion_probabilities, champion_threshold = None, candidate_threshold
         if champion is not None:
-            champion_probabilities = _score(f"models:/{model_name}/{champion.version}", patches, "champion")
+            champion_probabilities, champion_threshold = _score(
+                f"models:/{model_name}/{champion.version}", patches, "champion"
+            )
         decision = gate_decision(
             labels=labels, candidate_probabilities=candidate_probabilities,
             champion_probabilities=champion_probabilities, gate_metric=gate_metric, min_delta=min_delta, alpha=alpha,
+            candidate_threshold=candidate_threshold, champion_threshold=champion_threshold,
         )  # fmt: skip
         context = {"gate_data_digest": dataset.digest, "gate_test_patches": str(len(labels))}
         if champion is not None:

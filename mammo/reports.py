@@ -56,21 +56,23 @@ def log_test_report(
     prefix: str = DEFAULT_PREFIX,
     loss: float | None = None,
     plots: bool = True,
-    threshold: float = evaluation.THRESHOLD,
+    threshold: float = evaluation.DEFAULT_THRESHOLD,
 ) -> dict[str, float]:
     """Score predictions for the dataset rows `indices` and log the metrics (and figures) to the run.
 
     `loss`, when given, replaces the plain log loss with the number `model.evaluate` reports
     (which includes the L2 penalty), so the logged loss agrees with Keras. `threshold` is the
-    model's decision threshold (chosen on validation): sensitivity and specificity with their 95 %
-    intervals are reported at it (`{prefix}sensitivity`, ...), and the subgroups use it; accuracy
-    and the published wrong/worst counts stay at 0.5, as Keras and the published analysis count.
-    Returns the metrics.
+    model's decision threshold (chosen on validation, the one serving applies): accuracy, recalls,
+    wrong/worst, sensitivity and specificity with their 95 % intervals, the confusion matrix, the
+    worst panel, predictions.csv and the subgroups all count at it; the published analysis's
+    figures at 0.5 are logged beside them as `*_at_0_5`. Returns the metrics.
     """
     positions, probability_array = _report_rows(dataset, indices, probabilities)
     rows = dataset.manifest.iloc[positions]
     labels = rows["label"].to_numpy(dtype=np.int64)
-    metrics = evaluation.classification_metrics(labels, probability_array, prefix=prefix, suffix=suffix)
+    metrics = evaluation.classification_metrics(
+        labels, probability_array, prefix=prefix, suffix=suffix, threshold=threshold
+    )
     if loss is not None:
         metrics[f"{prefix}loss{suffix}"] = float(loss)
     point = evaluation.operating_point(labels, probability_array, threshold)
@@ -93,17 +95,20 @@ def _log_report_artifacts(
         return artifact_name(artifact_file, prefix=prefix, suffix=suffix)
 
     tracking.log_figure(
-        plotting.plot_confusion(evaluation.confusion_counts(labels, probabilities)), name(tracking.PLOT_CONFUSION)
+        plotting.plot_confusion(evaluation.confusion_counts(labels, probabilities, threshold=threshold)),
+        name(tracking.PLOT_CONFUSION),
     )
     tracking.log_figure(plotting.plot_roc(labels, probabilities), name(tracking.PLOT_ROC))
     tracking.log_figure(
         plotting.plot_calibration(evaluation.calibration_bins(labels, probabilities)), name(tracking.PLOT_CALIBRATION)
     )
     # Only the shown patches are read from the memory map, not the whole split.
-    selection = evaluation.select_errors(labels, probabilities, count=WORST_COUNT)
+    selection = evaluation.select_errors(labels, probabilities, count=WORST_COUNT, threshold=threshold)
     worst_patches = np.asarray(dataset.patches[positions[selection.positions]])
     tracking.log_figure(plotting.plot_worst(worst_patches, selection), name(tracking.PLOT_WORST))
-    tracking.log_dataframe(evaluation.predictions_table(rows, probabilities), name(tracking.PREDICTIONS_FILE))
+    tracking.log_dataframe(
+        evaluation.predictions_table(rows, probabilities, threshold=threshold), name(tracking.PREDICTIONS_FILE)
+    )
     table = subgroups.subgroup_metrics(rows, labels, probabilities, threshold=threshold)
     tracking.log_dataframe(table, name(tracking.SUBGROUPS_FILE))
     tracking.log_figure(plotting.plot_subgroups(table), name(tracking.PLOT_SUBGROUPS))
@@ -112,20 +117,24 @@ def _log_report_artifacts(
 def log_saliency(
     *, model: Any, dataset: PreparedDataset, indices: np.ndarray, probabilities: np.ndarray,
     image_size: int | None = None, prefix: str = DEFAULT_PREFIX, suffix: str = "",
+    threshold: float = evaluation.DEFAULT_THRESHOLD,
 ) -> None:  # fmt: skip
     """Log `saliency_figures` as plots/gradcam_worst.png and plots/gradcam_correct.png (renamed by prefix/suffix)."""
     figures = saliency_figures(
-        model=model, dataset=dataset, indices=indices, probabilities=probabilities, image_size=image_size
-    )
+        model=model, dataset=dataset, indices=indices, probabilities=probabilities, image_size=image_size,
+        threshold=threshold,
+    )  # fmt: skip
     for artifact, figure in figures.items():
         tracking.log_figure(figure, artifact_name(artifact, prefix=prefix, suffix=suffix))
 
 
 def saliency_figures(
     *, model: Any, dataset: PreparedDataset, indices: np.ndarray, probabilities: np.ndarray,
-    image_size: int | None = None,
+    image_size: int | None = None, threshold: float = evaluation.DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:  # fmt: skip
     """Grad-CAM figures of the patches plots/worst.png shows and of a seeded sample of correct ones per class.
+
+    Wrong and correct are at `threshold`, the model's own, as in the test report.
 
     `model` is the Keras model that made `probabilities` for the dataset rows `indices` (a training
     run's kept model; for evaluate, `serving.load_keras(model_uri)`). Only the chosen patches are read
@@ -140,8 +149,8 @@ def saliency_figures(
     rows = dataset.manifest.iloc[positions]
     labels = rows["label"].to_numpy(dtype=np.int64)
     layer = saliency.last_conv_layer(model).name
-    selection = evaluation.select_errors(labels, probability_array, count=WORST_COUNT)
-    correct = evaluation.correct_sample(labels, probability_array, per_class=SAMPLES_PER_CLASS)
+    selection = evaluation.select_errors(labels, probability_array, count=WORST_COUNT, threshold=threshold)
+    correct = evaluation.correct_sample(labels, probability_array, per_class=SAMPLES_PER_CLASS, threshold=threshold)
     shown = {
         tracking.PLOT_GRADCAM_WORST: (selection.positions, plotting.error_title(selection), 6,
                                       ["" if worst else "wrong, not worst" for worst in selection.worst]),
@@ -154,7 +163,7 @@ def saliency_figures(
     for artifact, (chosen, what, columns, notes) in shown.items():
         images = _model_input(np.asarray(dataset.patches[positions[chosen]]), side)  # (k, side, side, 1)
         figures[artifact] = plotting.plot_gradcam(
-            images, saliency.gradcam(model, images), labels=labels[chosen], probabilities=probability_array[chosen],
+            images, saliency.gradcam(model, images, threshold=threshold), labels=labels[chosen], probabilities=probability_array[chosen],
             patient_ids=rows["patient_id"].to_numpy()[chosen], notes=notes, columns=columns,
             title=f"Grad-CAM of the predicted class at layer {layer}\n{what}",
         )  # fmt: skip
@@ -182,8 +191,10 @@ def log_training_plots(
 
 
 def _run_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The child run's logged test metrics where given, the rest computed from its predictions."""
-    computed = evaluation.classification_metrics(result["labels"], result["probabilities"])
+    """The child run's logged test metrics where given, the rest computed from its predictions at its threshold."""
+    computed = evaluation.classification_metrics(
+        result["labels"], result["probabilities"], threshold=result.get("threshold", evaluation.DEFAULT_THRESHOLD)
+    )
     given = {key: float(value) for key, value in (result.get("metrics") or {}).items() if key in computed}
     return {**computed, **given}
 
@@ -206,7 +217,13 @@ def _median_mcnemar(runs: list[Mapping[str, Any]], reference_runs: list[Mapping[
                 f"run {run.get('run_id')} and run {reference.get('run_id')} were scored on different test patches; "
                 "McNemar needs both models' predictions on the same patches in the same order."
             )
-        p_values.append(evaluation.mcnemar_test(labels, run["probabilities"], reference["probabilities"])[0])
+        p_values.append(
+            evaluation.mcnemar_test(
+                labels, run["probabilities"], reference["probabilities"],
+                threshold_a=run.get("threshold", evaluation.DEFAULT_THRESHOLD),
+                threshold_b=reference.get("threshold", evaluation.DEFAULT_THRESHOLD),
+            )[0]
+        )  # fmt: skip
     return float(np.median(p_values)) if p_values else float("nan")
 
 
@@ -216,7 +233,10 @@ def comparison_table(
     """One row per variant, means over its seeds, with the test-set interval and McNemar vs `reference`.
 
     results: one dict per child run with `variant`, `seed`, `run_id`, `probabilities` and
-    `labels` (test) and optionally `metrics` (the test metrics the run logged). ci_low/ci_high
+    `labels` (test) and optionally `threshold` (the model's decision threshold, default 0.5) and
+    `metrics` (the test metrics the run logged). Accuracy, wrong/worst and McNemar count at each
+    model's threshold; `test_accuracy_at_0_5`, `test_wrong_at_0_5` and `test_worst_at_0_5` are the
+    published definitions at 0.5, the ones to read against published_*. ci_low/ci_high
     is the Wilson interval of the mean accuracy on the test-set size: the uncertainty that
     comes from having only that many test patches, the one the published table lacked.
     mcnemar_p_vs_model5 is the median over shared seeds of the per-seed exact McNemar p.
@@ -254,6 +274,7 @@ def comparison_table(
                 "test_auc": float(metrics["test_auc"].mean()),
                 "test_wrong": float(metrics["test_wrong"].mean()),
                 "test_worst": float(metrics["test_worst"].mean()),
+                **{name: float(metrics[name].mean()) for name in tracking.AT_HALF_METRICS},
                 f"mcnemar_p_vs_{reference}": _median_mcnemar(runs, reference_runs),
                 "test_patches": len(np.asarray(runs[0]["labels"]).reshape(-1)),
             }
@@ -265,14 +286,14 @@ def comparison_table(
         table.insert(2, "failed", [failed_counts.get(str(variant), 0) for variant in table["variant"]])
         table["error"] = [errors.get(str(variant), "") for variant in table["variant"]]
     known = published.published_columns(table["variant"])
-    for column, after in zip(published.PUBLISHED_COLUMNS, ("ci_high", "test_wrong", "test_worst"), strict=True):
+    for column, after in zip(published.PUBLISHED_COLUMNS, tracking.AT_HALF_METRICS, strict=True):
         table.insert(table.columns.get_loc(after) + 1, column, known[column].to_numpy())
     return table
 
 
 def _comparison_columns(reference: str) -> list[str]:
     return ["variant", "seeds", "test_accuracy", "test_accuracy_sd", "ci_low", "ci_high", "test_auc", "test_wrong",
-            "test_worst", f"mcnemar_p_vs_{reference}", "test_patches"]  # fmt: skip
+            "test_worst", *tracking.AT_HALF_METRICS, f"mcnemar_p_vs_{reference}", "test_patches"]  # fmt: skip
 
 
 def _failures(failed: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
@@ -305,8 +326,10 @@ def comparison_markdown(table: pd.DataFrame, *, data_source: str | None) -> str:
     sizes = table["test_patches"].dropna().unique() if "test_patches" in table.columns else []
     note = published.comparability_note(data_source, test_patches=int(sizes[0]) if len(sizes) == 1 else None)
     legend = (
-        "ci_low/ci_high: 95 % Wilson interval of our test accuracy; published_*: the published project's "
-        "figures (– where it published none)."
+        "test_accuracy, test_wrong, test_worst, McNemar: at each model's own decision threshold (chosen on "
+        "validation, the one it is served with); ci_low/ci_high: 95 % Wilson interval of that test accuracy; "
+        "*_at_0_5: the published definitions at 0.5 (accuracy; wrong |label − p| > 0.5, worst > 0.8), to read "
+        "against published_*, the published project's figures (– where it published none)."
     )
     lost = table[table["failed"] > 0] if "failed" in table.columns else table.iloc[:0]
     failures = "".join(

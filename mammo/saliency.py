@@ -2,8 +2,8 @@
 
 Grad-CAM (Selvaraju et al., 2017) weights each channel of the last convolutional feature map by
 the mean gradient of the class score over that map, sums, keeps the positive part and upsamples it
-to the input. The class explained is the one the model predicted (calcification when p > 0.5, else
-mass), so a confidently wrong patch shows where the wrong evidence was. The score is the sigmoid's
+to the input. The class explained is the one the model predicted (calcification when p > its
+decision threshold, 0.5 by default, else mass), so a confidently wrong patch shows where the wrong evidence was. The score is the sigmoid's
 logit where the output is a Dense sigmoid (every mammo variant): the probability saturates at 0 or 1
 on exactly the confident patches we most want to explain, and its gradient vanishes there.
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mammo.decision import DEFAULT_THRESHOLD
 
 CONV_LAYERS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 BATCH_SIZE = 32
@@ -50,8 +52,9 @@ def _score_model(model: keras.Model, layer: keras.layers.Layer) -> tuple[keras.M
 
 
 def gradcam(
-    model: keras.Model, images: np.ndarray, *, layer_name: str | None = None, batch_size: int = BATCH_SIZE
-) -> np.ndarray:
+    model: keras.Model, images: np.ndarray, *, layer_name: str | None = None, batch_size: int = BATCH_SIZE,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> np.ndarray:  # fmt: skip
     """Grad-CAM maps of the predicted class, (n, H, W) float32 in [0, 1] at the input's resolution.
 
     Args:
@@ -69,7 +72,7 @@ def gradcam(
     layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
     score_model, head = _score_model(model, layer)
     maps = [
-        _gradcam_batch(score_model, head, array[start : start + batch_size])
+        _gradcam_batch(score_model, head, array[start : start + batch_size], threshold)
         for start in range(0, len(array), batch_size)
     ]
     if not maps:
@@ -77,7 +80,9 @@ def gradcam(
     return np.concatenate(maps)
 
 
-def _gradcam_batch(score_model: keras.Model, head: keras.layers.Layer | None, images: np.ndarray) -> np.ndarray:
+def _gradcam_batch(
+    score_model: keras.Model, head: keras.layers.Layer | None, images: np.ndarray, threshold: float
+) -> np.ndarray:
     batch = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         features, feed = score_model(batch, training=False)  # (n, h, w, k), (n, units) or (n, 1)
@@ -90,7 +95,7 @@ def _gradcam_batch(score_model: keras.Model, head: keras.layers.Layer | None, im
             probability = feed
             logit = feed
         # +score explains calcification, −score mass: whichever the model predicted.
-        sign = tf.where(probability > 0.5, 1.0, -1.0)
+        sign = tf.where(probability > threshold, 1.0, -1.0)
         score = tf.reduce_sum(sign * logit)
     gradients = tf.cast(tape.gradient(score, features), tf.float32)  # (n, h, w, k)
     features = tf.cast(features, tf.float32)

@@ -59,8 +59,9 @@ def evaluate_model(
         )  # fmt: skip
         if plots:
             reports.log_saliency(
-                model=serving.classifier(model).model, dataset=dataset, indices=indices, probabilities=probabilities
-            )
+                model=serving.classifier(model).model, dataset=dataset, indices=indices, probabilities=probabilities,
+                threshold=serving.threshold(model),
+            )  # fmt: skip
         standard = tracking.log_classifier_evaluation(
             labels=labels,
             predictions=evaluation.predict_labels(probabilities, threshold=serving.threshold(model)),

@@ -98,7 +98,8 @@ def train_series(
                 continue
             labels = dataset.labels[result.splits.test_indices]
             results.append({"variant": config.variant, "seed": replicate, "run_id": run_id, "metrics": metrics,
-                            "probabilities": np.asarray(result.probabilities), "labels": labels})  # fmt: skip
+                            "probabilities": np.asarray(result.probabilities), "labels": labels,
+                            "threshold": result.threshold})  # fmt: skip
             del result
             keras.backend.clear_session()  # free the finished model's graph before the next variant
             gc.collect()

@@ -36,6 +36,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from mammo import tracking
+from mammo.decision import DEFAULT_THRESHOLD, predict_labels
 from mammo.errors import ConfigError, RecordError
 from mammo.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
 from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
@@ -43,7 +44,6 @@ from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
 KERAS_ARTIFACT = "keras_model"
 OUTPUT_COLUMN = "p_calcification"
 LABEL_COLUMN = "predicted_label"
-DEFAULT_THRESHOLD = 0.5
 PREDICT_BATCH = 64
 SCORE_BATCH = 256  # rows per pyfunc call when scoring a whole split (the served model's row limit)
 MODEL_CODE = Path(__file__).with_name("served_model.py")
@@ -80,7 +80,7 @@ class PatchClassifier(mlflow.pyfunc.PythonModel):
         except RecordError as error:
             raise MlflowException.invalid_parameter_value(str(error)) from error
         probabilities = self.probabilities(patches)
-        labels = (probabilities > self.threshold).astype(np.int64)
+        labels = predict_labels(probabilities, threshold=self.threshold)
         return pd.DataFrame({OUTPUT_COLUMN: probabilities, LABEL_COLUMN: labels})
 
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
@@ -218,6 +218,15 @@ def predict_batches(model: Any, patches: np.ndarray) -> np.ndarray:
 def score_model(model_uri: str, patches: np.ndarray) -> np.ndarray:
     """Load any model URI of ours and predict P(calcification) for uint16 patches (n, S, S)."""
     return predict_batches(load(model_uri), patches)
+
+
+def score_with_threshold(model_uri: str, patches: np.ndarray) -> tuple[np.ndarray, float]:
+    """(P(calcification), the model's stored decision threshold) for uint16 patches (n, S, S).
+
+    The gate judges the rule the served model applies: its `predicted_label` is p > this threshold.
+    """
+    model = load(model_uri)
+    return predict_batches(model, patches), threshold(model)
 
 
 def source_run_id(model_uri: str) -> str | None:

@@ -265,8 +265,12 @@ def log_scores(result: Any, *, dataset: PreparedDataset) -> None:
     from mammo import evaluation, reports
 
     test_rows = result.splits.test_indices
-    reports.log_test_report(probabilities=result.probabilities, dataset=dataset, indices=test_rows, plots=False)
-    table = evaluation.predictions_table(dataset.manifest.iloc[test_rows], result.probabilities)
+    reports.log_test_report(
+        probabilities=result.probabilities, dataset=dataset, indices=test_rows, plots=False, threshold=result.threshold
+    )
+    table = evaluation.predictions_table(
+        dataset.manifest.iloc[test_rows], result.probabilities, threshold=result.threshold
+    )
     tracking.log_dataframe(table, tracking.PREDICTIONS_FILE)
     tracking.log_metrics(result.kept_metrics())  # the per-epoch series stay one point per epoch
 

@@ -113,9 +113,10 @@ def log_study_summary(
 def compare_with_reference(best: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Any]:
     """Best model vs Model 5 on the same test patches: accuracies, exact McNemar p, and the verdict.
 
-    Both tables are predictions.csv of a run (index, label, probability). beats_model5 means a
-    higher test accuracy *and* McNemar p < 0.05: with a few hundred test patches a gap of a
-    point or two is noise, and "beats" should not be claimed on noise.
+    Both tables are predictions.csv of a run (index, label, probability, and `predicted`: the label
+    at the model's own decision threshold, the rule it is served with; tables without it are read at
+    0.5). beats_model5 means a higher test accuracy *and* McNemar p < 0.05: with a few hundred test
+    patches a gap of a point or two is noise, and "beats" should not be claimed on noise.
     """
     merged = best.merge(reference, on="index", suffixes=("_best", "_reference"), validate="one_to_one")
     if len(merged) != len(best) or len(merged) != len(reference):
@@ -126,11 +127,10 @@ def compare_with_reference(best: pd.DataFrame, reference: pd.DataFrame) -> dict[
     if not (merged["label_best"] == merged["label_reference"]).all():
         raise ValueError("the two runs disagree on test labels: they were scored on different datasets.")
     labels = merged["label_best"].to_numpy()
-    p_value, only_best, only_reference = evaluation.mcnemar_test(
-        labels, merged["probability_best"], merged["probability_reference"]
-    )
-    accuracy_best = float((evaluation.predict_labels(merged["probability_best"]) == labels).mean())
-    accuracy_reference = float((evaluation.predict_labels(merged["probability_reference"]) == labels).mean())
+    predicted_best, predicted_reference = _decisions(merged, "_best"), _decisions(merged, "_reference")
+    p_value, only_best, only_reference = evaluation.mcnemar_test(labels, predicted_best, predicted_reference)
+    accuracy_best = float((predicted_best == labels).mean())
+    accuracy_reference = float((predicted_reference == labels).mean())
     return {
         "p_value": p_value,
         "only_best_right": only_best,
@@ -139,6 +139,13 @@ def compare_with_reference(best: pd.DataFrame, reference: pd.DataFrame) -> dict[
         "test_accuracy_model5": accuracy_reference,
         "beats_model5": bool(accuracy_best > accuracy_reference and p_value < SIGNIFICANCE),
     }
+
+
+def _decisions(merged: pd.DataFrame, suffix: str) -> np.ndarray:
+    """One run's 0/1 labels: as its predictions.csv recorded them (its own threshold), else p > 0.5."""
+    if f"predicted{suffix}" in merged.columns:
+        return merged[f"predicted{suffix}"].to_numpy(dtype=np.int64)
+    return evaluation.predict_labels(merged[f"probability{suffix}"])
 
 
 def log_comparison(*, best_run_id: str, reference_run_id: str | None, parent_run_id: str) -> dict[str, Any]:

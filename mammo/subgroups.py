@@ -52,7 +52,11 @@ def _group_order(name: str) -> tuple[int, float, str]:
 
 
 def subgroup_metrics(
-    manifest_rows: pd.DataFrame, labels: object, probabilities: object, *, threshold: float = evaluation.THRESHOLD
+    manifest_rows: pd.DataFrame,
+    labels: object,
+    probabilities: object,
+    *,
+    threshold: float = evaluation.DEFAULT_THRESHOLD,
 ) -> pd.DataFrame:
     """One row per (attribute, group) of ATTRIBUTES, in a fixed order (COLUMNS).
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from mammo import tracking
 from mammo.data.store import PreparedDataset
+from mammo.decision import DEFAULT_THRESHOLD
 from mammo.pipeline import Splits, make_datasets
 from mammo.precision import choose_precision
 from mammo.variants import TrainConfig, build_model, make_optimizer, regularization_penalty
@@ -39,7 +40,7 @@ class TrainResult:
     precision: str  # the dtype policy actually used
     train_seconds: float  # wall time of model.fit (all epochs, validation included)
     val_probabilities: np.ndarray | None = None  # validation P(calcification) of the kept weights
-    threshold: float = 0.5  # decision threshold chosen on validation (config.threshold)
+    threshold: float = DEFAULT_THRESHOLD  # decision threshold chosen on validation (config.threshold)
     penalty: float = 0.0  # the kept weights' L2 term (Keras adds it to val_loss; test_loss adds it too)
     end_penalty: float = 0.0  # the same for the last epoch's weights
 
@@ -326,7 +327,7 @@ def log_outcome(
     with phases("saliency"):
         reports.log_saliency(  # Grad-CAM of the kept model on the worst and some correct test patches
             model=result.model, dataset=dataset, indices=test_rows, probabilities=result.probabilities,
-            image_size=config.image_size,
+            image_size=config.image_size, threshold=result.threshold,
         )  # fmt: skip
     with phases("plots"):
         reports.log_training_plots(  # epochs numbered from 1, as the metrics' steps and best_epoch

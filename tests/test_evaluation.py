@@ -99,9 +99,11 @@ def test_mcnemar_without_discordant_pairs_is_one_and_takes_probabilities() -> No
 
 def test_classification_metrics_names_are_the_tracking_names() -> None:
     metrics = evaluation.classification_metrics([0, 1], [0.2, 0.7])
-    assert tuple(metrics) == tracking.TEST_METRICS
+    assert tuple(metrics) == (*tracking.TEST_METRICS, *tracking.AT_HALF_METRICS)
     ended = evaluation.classification_metrics([0, 1], [0.2, 0.7], prefix="val_", suffix=tracking.END_SUFFIX)
-    assert tuple(ended) == tuple(f"val_{name.removeprefix('test_')}_end" for name in tracking.TEST_METRICS)
+    assert tuple(ended) == tuple(
+        f"val_{name.removeprefix('test_')}_end" for name in (*tracking.TEST_METRICS, *tracking.AT_HALF_METRICS)
+    )
 
 
 def test_classification_metrics_on_a_known_set() -> None:
@@ -150,7 +152,7 @@ def test_predictions_table_sorted_by_index_with_errors() -> None:
     rows = pd.DataFrame({"index": [7, 2, 5], "patient_id": ["P_3", "P_1", "P_2"], "label": [1, 0, 0]})
     table = evaluation.predictions_table(rows, np.array([[0.15], [0.3], [0.55]]))  # Keras's (N, 1) shape
     assert list(table.columns) == [
-        "index", "patient_id", "label", "probability", "error", "predicted", "wrong", "worst",
+        "index", "patient_id", "label", "probability", "error", "predicted", "wrong", "worst", "threshold",
     ]  # fmt: skip
     assert table["index"].tolist() == [2, 5, 7]
     assert table["patient_id"].tolist() == ["P_1", "P_2", "P_3"]
@@ -158,6 +160,35 @@ def test_predictions_table_sorted_by_index_with_errors() -> None:
     assert table["predicted"].tolist() == [0, 1, 0]
     assert table["wrong"].tolist() == [False, True, True]
     assert table["worst"].tolist() == [False, False, True]
+    strict = evaluation.predictions_table(rows, np.array([0.15, 0.3, 0.55]), threshold=0.6).set_index("index")
+    assert strict["predicted"].tolist() == [0, 0, 0] and strict["wrong"].tolist() == [False, False, True]
+    assert (strict["threshold"] == 0.6).all()
+
+
+def test_every_decision_metric_counts_at_the_models_threshold_and_the_published_ones_at_half() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    probabilities = np.array([0.1, 0.4, 0.6, 0.95, 0.9, 0.8, 0.7, 0.3, 0.55, 0.05])
+    at_half = evaluation.classification_metrics(labels, probabilities)
+    strict = evaluation.classification_metrics(labels, probabilities, threshold=0.75)
+    # At 0.75: masses .1 .4 .6 right, .95 wrong; calcifications .9 .8 right, .7 .3 .55 .05 wrong.
+    assert strict["test_accuracy"] == pytest.approx(5 / 10) and at_half["test_accuracy"] == pytest.approx(6 / 10)
+    assert strict["test_recall_mass"] == pytest.approx(3 / 4) and strict["test_recall_calc"] == pytest.approx(2 / 6)
+    assert (strict["test_wrong"], strict["test_worst"]) == (5.0, 2.0)  # worst: wrong and |label − p| > 0.8
+    assert (strict["test_accuracy_ci_low"], strict["test_accuracy_ci_high"]) == evaluation.accuracy_interval(5, 10)
+    for name in ("accuracy", "wrong", "worst"):  # the published definitions, whatever the threshold
+        assert strict[f"test_{name}_at_0_5"] == at_half[f"test_{name}_at_0_5"] == at_half[f"test_{name}"]
+    assert strict["test_auc"] == at_half["test_auc"] and strict["test_loss"] == at_half["test_loss"]
+    selection = evaluation.select_errors(labels, probabilities, count=12, threshold=0.75)
+    assert (selection.wrong_count, selection.worst_count) == (5, 2) and 6 in selection.positions  # p .7, calc
+    assert evaluation.confusion_counts(labels, probabilities, threshold=0.75).tolist() == [[3, 1], [4, 2]]
+
+
+def test_mcnemar_labels_each_model_at_its_own_threshold() -> None:
+    labels = [1, 1, 1, 0]
+    a, b = [0.6, 0.7, 0.65, 0.2], [0.6, 0.7, 0.65, 0.2]
+    assert evaluation.mcnemar_test(labels, a, b) == (1.0, 0, 0)  # the same model
+    _, only_a, only_b = evaluation.mcnemar_test(labels, a, b, threshold_b=0.68)  # b calls .6 and .65 mass
+    assert (only_a, only_b) == (2, 0)
 
 
 def test_worst_order_is_by_error_with_stable_ties() -> None:

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mammo import promotion, registry, serving, tracking
+from mammo import evaluation, lineage, promotion, registry, serving, tracking
 from mammo.errors import ConfigError, RegistryError
 from tests.conftest import REPO_ROOT
 from tests.test_registry import _aliases, _version, log_training_run, make_dataset, threshold_model
@@ -225,3 +225,45 @@ def test_a_lock_lost_to_another_holder_stops_the_promotion_before_it_writes() ->
         time.sleep(0.3)
         lock.confirm()
     assert client.get_registered_model(name).tags["holder"] == "thief"  # not ours: left in place
+
+
+def log_run_with_threshold(dataset, model, *, threshold: float, val_auc: float) -> str:
+    """A training run whose model is served with a decision threshold chosen (as if) on validation."""
+    with tracking.start_run(run_name=f"threshold-{threshold}") as run:
+        tracking.log_params({"variant": "model5", "data_digest": dataset.digest, "data_source": dataset.source,
+                             "image_size": 32})  # fmt: skip
+        tracking.log_metrics({"kept_val_auc": val_auc})
+        tracking.log_prepared_input(dataset)
+        serving.log_model(model, image_size=32, input_example=np.asarray(dataset.patches[:2]), threshold=threshold)
+        return run.info.run_id
+
+
+def test_the_gate_judges_the_rule_the_served_model_applies(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    _, patches, labels = lineage.held_out_patches(dataset)
+    net = threshold_model(0.62)  # the faint calcifications score 0.06 to 0.31: mass at 0.5, calc at 0.2 for two
+    served_rule = log_run_with_threshold(dataset, net, threshold=0.2, val_auc=0.8)
+    result = promotion.promote(run_id=served_rule)
+    served = serving.predict_table(serving.load(f"models:/{MODEL}@champion"), patches)
+    served_accuracy = float((served["predicted_label"].to_numpy() == labels).mean())
+    at_half = float(((served["p_calcification"].to_numpy() > 0.5).astype(int) == labels).mean())
+    gate_probabilities, gate_threshold = serving.score_with_threshold(f"models:/{MODEL}/{result.version}", patches)
+    assert gate_threshold == 0.2  # what the gate labels with: the same label as served, on every patch
+    np.testing.assert_array_equal(
+        evaluation.predict_labels(gate_probabilities, threshold=gate_threshold), served["predicted_label"]
+    )
+    assert result.decision.candidate_score == pytest.approx(served_accuracy)  # the gate's accuracy is the served one
+    print(
+        f"gate accuracy {result.decision.candidate_score:.4f}, served labels' accuracy {served_accuracy:.4f}, "
+        f"accuracy at 0.5 {at_half:.4f} ({len(labels)} test patches, threshold {gate_threshold})"
+    )
+    assert served_accuracy != pytest.approx(at_half)  # and it is not the 0.5 one: the test can tell them apart
+    assert _version(result.version).tags["gate_candidate_threshold"] == "0.2"
+    # The same net served at 0.5 is judged at 0.5 against the champion at 0.2: the patches it alone gets wrong count.
+    same_net_at_half = log_run_with_threshold(dataset, net, threshold=0.5, val_auc=0.9)
+    second = promotion.promote(run_id=same_net_at_half)
+    assert not second.decision.promoted and second.decision.champion_score == pytest.approx(served_accuracy)
+    assert second.decision.candidate_score == pytest.approx(at_half)
+    assert (second.decision.candidate_only_right, second.decision.champion_only_right) == (
+        0, round((served_accuracy - at_half) * len(labels))
+    )  # fmt: skip

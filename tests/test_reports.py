@@ -176,7 +176,8 @@ def test_comparison_table_carries_the_published_figures_where_they_exist() -> No
     ]  # fmt: skip
     assert table.loc["trial3", ["published_test_accuracy", "published_test_wrong"]].isna().all()
     assert table["test_patches"].tolist() == [10, 10, 10]
-    assert list(table.columns).index("published_test_wrong") == list(table.columns).index("test_wrong") + 1
+    # Each published figure beside ours under the published definition (at 0.5), not the model's own rule.
+    assert list(table.columns).index("published_test_wrong") == list(table.columns).index("test_wrong_at_0_5") + 1
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,8 @@ def test_log_comparison_logs_table_markdown_plot_and_p_values() -> None:
     assert "NOT comparable" in lines[0] and "10 test patches" in lines[0]
     markdown = lines[lines.index(next(line for line in lines if line.startswith("| variant"))) :]
     assert markdown[0].startswith(
-        "| variant | seeds | test_accuracy | test_accuracy_sd | ci_low | ci_high | published_test"
+        "| variant | seeds | test_accuracy | test_accuracy_sd | ci_low | ci_high | test_auc | test_wrong | test_worst "
+        "| test_accuracy_at_0_5 | published_test_accuracy | test_wrong_at_0_5 | published_test_wrong"
     )
     assert markdown[1].startswith("| --- |")
     assert markdown[2].startswith("| model0 | 2 | 0.35 |")
