@@ -13,9 +13,9 @@ from pydicom.uid import JPEG2000Lossless
 from mammo.data.dicom import patch_from_dicom, read_header, read_pixels, read_stored, resize_patch
 from mammo.data.masks import binary_mask_extent, crop_around_mask, crop_region, is_roi_mask, mask_extent
 from mammo.errors import RecordError
-from tests.conftest import make_dicom
+from tests.conftest import SHARED_CBIS, make_dicom
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "dicom"
+REAL = SHARED_CBIS / "dicom"
 REAL_CROP = REAL / "Mass-Test_P_00016_LEFT_CC_1" / "10-04-2016-DDSM-09887" / "1-cropped images-26184" / "000001.dcm"
 
 
@@ -192,6 +192,7 @@ def test_a_lazily_read_truncated_file_fails_as_an_eager_read_does(tmp_path: Path
     assert (lazy.value.reason, str(lazy.value)) == (eager.value.reason, str(eager.value))
 
 
+@pytest.mark.reference
 def test_real_crop_header_and_patch_from_path_and_bytes_agree() -> None:
     header = read_header(REAL_CROP)
     assert header["SeriesInstanceUID"].endswith("26184") and (header["Rows"], header["Columns"]) == (384, 385)
@@ -210,6 +211,7 @@ def test_patch_from_dicom_refuses_a_roi_mask() -> None:
     assert info.value.reason == "roi_mask"
 
 
+@pytest.mark.reference
 def test_truncated_and_non_dicom_files_raise_unreadable_with_the_fix(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(REAL_CROP.read_bytes()[:5000])
