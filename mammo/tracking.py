@@ -118,14 +118,12 @@ def ready_store() -> None:
     uri = mlflow.get_tracking_uri()
     if uri in _STORES_READY or not uri.startswith("sqlite:///"):
         return
-    import fcntl
+    import filelock
 
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.init-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with filelock.FileLock(f"{database}.init-lock"):
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or migrates the tables
-        fcntl.flock(lock, fcntl.LOCK_UN)
     _STORES_READY.add(uri)
 
 
