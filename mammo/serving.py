@@ -51,7 +51,7 @@ PACKAGE_DIR = Path(__file__).parent
 # Listed rather than inferred: inference imports the model in a subprocess (TensorFlow: ~20 s).
 REQUIREMENTS = (
     "tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy", "pandas", "pydicom", "pylibjpeg",
-    "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "scikit-image",
+    "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "scikit-image",
 )  # fmt: skip
 
 
@@ -110,6 +110,7 @@ def signature() -> ModelSignature:
 
 # tensorflow-cpu has wheels for Linux x86-64 only (pyproject.toml's markers): elsewhere the same version of tensorflow.
 CPU_WHEEL_MARKER = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+OTHER_PLATFORMS_MARKER = "sys_platform != 'linux' or platform_machine != 'x86_64'"  # (PEP 508 has no `not`)
 
 
 def requirements() -> list[str]:
@@ -125,7 +126,7 @@ def requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
         if name == "tensorflow-cpu":
-            pins += [f"{name}=={version}; {CPU_WHEEL_MARKER}", f"tensorflow=={version}; not ({CPU_WHEEL_MARKER})"]
+            pins += [f"{name}=={version}; {CPU_WHEEL_MARKER}", f"tensorflow=={version}; {OTHER_PLATFORMS_MARKER}"]
         elif not (name == "tensorflow" and any(pin.startswith("tensorflow==") for pin in pins)):
             pins.append(f"{name}=={version}")
     return pins

@@ -270,3 +270,37 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         ingest_cbis(data_dir=tmp_path, patch="whole", progress=False)
     with pytest.raises(ConfigError, match="on_error must be"):
         ingest_cbis(data_dir=tmp_path, on_error="ignore", progress=False)
+
+
+@pytest.mark.reference
+def test_the_real_full_mammograms_match_their_csv_rows_and_the_absent_crops_and_masks_are_named(
+    tmp_path: Path, cases: pd.DataFrame
+) -> None:
+    from tests.test_dicom import _real_full_mammograms
+
+    tree = tmp_path / "tree"
+    for name, path in _real_full_mammograms().items():  # any layout: matched by header UIDs
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).symlink_to(path)
+    index = index_dicom_tree(tree)
+    assert len(index) == 8 and (index["error"] == "").all()
+    rows = cases[cases["patient_id"].isin(["P_00173", "P_00820"])]
+    assert len(rows) == 10 and set(rows["csv_file"]) == {"mass_case_description_test_set.csv"}
+    # Every row's full mammogram is one of the eight (Study and Series UIDs), and each of the eight is some row's.
+    assert set(zip(rows["image_study_uid"], rows["image_series_uid"], strict=True)) == set(
+        zip(index["study_uid"], index["series_uid"], strict=True)
+    )
+    ours = set(zip(rows["csv_file"], rows["csv_row"], strict=True))
+    for patch, absent in (("roi", "no DICOM of the ROI mask's series"), ("crop", "no DICOM of the crop/ROI series")):
+        result = ingest_cbis(data_dir=tree, csv_dir=CSV_DIR, patch=patch, on_error="skip", progress=False)
+        assert len(result.patches) == 0 and result.skip_counts == {"missing_file": len(cases)}  # nothing else
+        for entry in result.skipped:
+            if (
+                entry["csv_file"],
+                entry["csv_row"],
+            ) in ours:  # full mammogram found: its mask or crop is what is missing
+                assert absent in entry["message"] and "\n" not in entry["message"], entry["message"]
+                series = rows.set_index("csv_row").loc[entry["csv_row"], "roi_series_uid" if patch == "roi" else "crop_series_uid"]  # fmt: skip
+                assert f"SeriesInstanceUID {series}" in entry["message"]
+            elif patch == "roi":
+                assert "no DICOM of the full mammogram's series" in entry["message"]
