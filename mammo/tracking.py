@@ -272,13 +272,14 @@ def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None
     """A `prepare` run: the dataset as its input, its identity as params, dataset.json and the skip report."""
     import pandas as pd
 
+    from mammo.data.prepare import data_home
     from mammo.data.store import SKIPPED_FILE
 
     info = dataset.info
     with start_run(run_name=f"prepare-{dataset.source}", experiment=experiment, tags={ENTRY_TAG: "prepare"}):
         log_params({
             "data_source": dataset.source, "data_digest": dataset.digest, "image_size": dataset.image_size,
-            "prepared_dir": str(dataset.path), "reused": reused,
+            "prepared_dir": str(dataset.path), "data_home": str(data_home()), "reused": reused,
         })  # fmt: skip
         log_metrics({"patches": info["count"], "skipped": info["skipped"]})
         log_prepared_input(dataset, context="prepare")
