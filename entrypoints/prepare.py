@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=optional_str,
-        help="output folder (default data/prepared/<source>-<patch>-<size>px-<options hash>)",
+        help="output folder (default <data home>/prepared/<source>-<patch>-<size>px-<options hash>; the data home "
+        "is $MAMMO_DATA_HOME, else the checkout's data/)",
     )
     parser.add_argument(
         "--image-size", type=optional_int, default=150, help="patch side in pixels (default %(default)s)"

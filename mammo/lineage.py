@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mammo import serving, tracking
-from mammo.data.prepare import DATA_ROOT
+from mammo.data.prepare import data_home
 from mammo.data.store import INFO_FILE, PreparedDataset, load_prepared
 from mammo.errors import ConfigError, DataError
 
@@ -25,12 +25,14 @@ def _digest_at(folder: Path) -> str | None:
         return None
 
 
-def find_prepared(digest: str, *, run: Any = None, roots: tuple[Path, ...] = (DATA_ROOT / "prepared",)) -> Path:
+def find_prepared(digest: str, *, run: Any = None, roots: tuple[Path, ...] | None = None) -> Path:
     """The prepared dataset folder whose content digest is `digest`.
 
-    Looks at the run's dataset inputs, its `prepared_dir` param, then every `<root>/*` folder,
-    and trusts a folder only if its dataset.json carries the same digest.
+    Looks at the run's dataset inputs, its `prepared_dir` param, then every `<root>/*` folder (default:
+    the data home's `prepared/`, `prepare.data_home`), and trusts a folder only if its dataset.json
+    carries the same digest.
     """
+    roots = (data_home() / "prepared",) if roots is None else roots
     looked: list[Path] = []
     if run is not None:
         looked += tracking.run_dataset_folders(run)
@@ -41,7 +43,10 @@ def find_prepared(digest: str, *, run: Any = None, roots: tuple[Path, ...] = (DA
     for folder in looked:
         if _digest_at(folder) == digest:
             return folder
-    where = ", ".join(str(path) for path in looked) or "nowhere (no dataset inputs, no data/prepared/*)"
+    where = (
+        ", ".join(str(path) for path in looked)
+        or f"nowhere (no dataset inputs, nothing in {roots[0] if roots else 'no folder'})"
+    )
     raise DataError(
         f"no prepared dataset with digest {digest} found (looked in {where}). Pass --data <prepared folder>, "
         "or prepare the same source with the same options again (python -m entrypoints.prepare ...)."

@@ -51,7 +51,7 @@ PACKAGE_DIR = Path(__file__).parent
 # Listed rather than inferred: inference imports the model in a subprocess (TensorFlow: ~20 s).
 REQUIREMENTS = (
     "tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy", "pandas", "pydicom", "pylibjpeg",
-    "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "scikit-image",
+    "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "scikit-image",
 )  # fmt: skip
 
 
@@ -108,14 +108,27 @@ def signature() -> ModelSignature:
     )
 
 
+# tensorflow-cpu has wheels for Linux x86-64 only (pyproject.toml's markers): elsewhere the same version of tensorflow.
+CPU_WHEEL_MARKER = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+OTHER_PLATFORMS_MARKER = "sys_platform != 'linux' or platform_machine != 'x86_64'"  # (PEP 508 has no `not`)
+
+
 def requirements() -> list[str]:
-    """The installed versions of what the pyfunc imports (tensorflow-cpu here, tensorflow on GPU hosts)."""
+    """The installed versions of what the pyfunc imports (tensorflow-cpu here, tensorflow on GPU hosts).
+
+    A model logged with tensorflow-cpu names tensorflow of the same version for every other platform,
+    so `mlflow models serve` builds its environment on a Mac or an ARM server too.
+    """
     pins = []
     for name in REQUIREMENTS:
         try:
-            pins.append(f"{name}=={metadata.version(name)}")
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+        if name == "tensorflow-cpu":
+            pins += [f"{name}=={version}; {CPU_WHEEL_MARKER}", f"tensorflow=={version}; {OTHER_PLATFORMS_MARKER}"]
+        elif not (name == "tensorflow" and any(pin.startswith("tensorflow==") for pin in pins)):
+            pins.append(f"{name}=={version}")
     return pins
 
 

@@ -121,14 +121,12 @@ def ready_store() -> None:
     uri = mlflow.get_tracking_uri()
     if uri in _STORES_READY or not uri.startswith("sqlite:///"):
         return
-    import fcntl
+    import filelock
 
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.init-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with filelock.FileLock(f"{database}.init-lock"):
         mlflow.MlflowClient().search_experiments(max_results=1)  # creates or migrates the tables
-        fcntl.flock(lock, fcntl.LOCK_UN)
     _STORES_READY.add(uri)
 
 
@@ -277,13 +275,14 @@ def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None
     """A `prepare` run: the dataset as its input, its identity as params, dataset.json and the skip report."""
     import pandas as pd
 
+    from mammo.data.prepare import data_home
     from mammo.data.store import SKIPPED_FILE
 
     info = dataset.info
     with start_run(run_name=f"prepare-{dataset.source}", experiment=experiment, tags={ENTRY_TAG: "prepare"}):
         log_params({
             "data_source": dataset.source, "data_digest": dataset.digest, "image_size": dataset.image_size,
-            "prepared_dir": str(dataset.path), "reused": reused,
+            "prepared_dir": str(dataset.path), "data_home": str(data_home()), "reused": reused,
         })  # fmt: skip
         log_metrics({"patches": info["count"], "skipped": info["skipped"]})
         log_prepared_input(dataset, context="prepare")

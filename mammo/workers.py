@@ -9,7 +9,7 @@ Here a worker claims a trial only while complete + pruned + running < budget, an
 claims (Optuna's `ask`) under a study-wide lock, so the study ends with exactly the budget:
 
     PostgreSQL      a session advisory lock (released by the server if the worker dies)
-    journal, SQLite an exclusive `flock` on `<file>.budget.lock` beside the storage file (one machine)
+    journal, SQLite an exclusive file lock (`filelock`) on `<file>.budget.lock` beside the storage file (one machine)
     other RDBs      no lock: like MaxTrialsCallback, workers that finish together may overshoot
 
 A worker whose remaining budget is all held by running trials waits, polling. With heartbeats (RDB
@@ -23,13 +23,13 @@ so there workers stop once the budget is complete or held by running trials inst
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import filelock
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -102,24 +102,20 @@ class _NoLock:
 
 
 class _FileLock(_NoLock):
-    """An exclusive flock: the kernel drops it when the process dies."""
+    """An exclusive file lock (flock on POSIX, msvcrt on Windows): the OS drops it when the process dies."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a")
-        self._held = False
+        self._lock = filelock.FileLock(path)
 
     def acquire(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._held = True
+        self._lock.acquire()
 
     def release(self) -> None:
-        if self._held:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._held = False
+        if self._lock.is_locked:
+            self._lock.release()
 
     def close(self) -> None:
         self.release()
-        self._file.close()
 
 
 class _AdvisoryLock(_NoLock):

@@ -22,7 +22,46 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_CBIS = REPO_ROOT.parent / "shared" / "data" / "cbis-ddsm"
+# The real CBIS-DDSM reference files: beside the checkout by default, anywhere with the variable.
+REFERENCE_VARIABLE = "MAMMO_CBIS_REFERENCE"
+SHARED_CBIS = Path(os.environ.get(REFERENCE_VARIABLE) or REPO_ROOT.parent / "shared" / "data" / "cbis-ddsm").resolve()
+REFERENCE_CSVS = (
+    "mass_case_description_train_set.csv", "mass_case_description_test_set.csv",
+    "calc_case_description_train_set.csv", "calc_case_description_test_set.csv",
+)  # fmt: skip
+# CI sets this: there a test that needs the reference files fails instead of skipping.
+REQUIRE_REFERENCE_VARIABLE = "MAMMO_REQUIRE_REFERENCE"
+
+
+def reference_missing() -> str | None:
+    """Why the reference files cannot be used (one line naming the variable and what the folder holds), or None."""
+    absent = [f"csv/{name}" for name in REFERENCE_CSVS if not (SHARED_CBIS / "csv" / name).is_file()]
+    absent += [] if (SHARED_CBIS / "dicom").is_dir() else ["dicom/"]
+    if not absent:
+        return None
+    return (
+        f"real CBIS-DDSM reference files not found at {SHARED_CBIS} (missing {', '.join(absent[:2])}"
+        f"{' …' if len(absent) > 2 else ''}): set {REFERENCE_VARIABLE} to a folder holding csv/ with the four "
+        "TCIA case-description CSVs (your own download's serve) and dicom/ with the cropped-image DICOMs "
+        "of Mass-Test_P_00016_LEFT_CC_1 and Mass-Test_P_00116_RIGHT_MLO_1/_2 (NBIA layout)"
+    )
+
+
+def require_reference() -> Path:
+    """The reference folder; the test is skipped with the reason when it is absent (failed under CI's variable)."""
+    reason = reference_missing()
+    if reason is not None:
+        if os.environ.get(REQUIRE_REFERENCE_VARIABLE) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_REFERENCE_VARIABLE}=1: required here)", pytrace=False)
+        pytest.skip(reason)
+    return SHARED_CBIS
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.reference`: before any fixture of the test runs, the reference files must be there."""
+    if item.get_closest_marker("reference") is not None:
+        require_reference()
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +70,7 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MAMMO_DATA_HOME", str(tmp_path / "data"))  # prepared data stays with the test
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -42,9 +82,7 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture(scope="session")
 def shared_cbis() -> Path:
-    if not SHARED_CBIS.is_dir():
-        pytest.fail(f"reference data not found at {SHARED_CBIS}: clone the repo beside ../shared")
-    return SHARED_CBIS
+    return require_reference()
 
 
 MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation

@@ -17,10 +17,9 @@ from mammo.data.dicom_index import index_dicom_tree
 from mammo.data.masks import crop_around_mask
 from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
-from tests.conftest import make_dicom
+from tests.conftest import SHARED_CBIS, make_dicom
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm"
-CSV_DIR, DICOM_DIR = SHARED / "csv", SHARED / "dicom"
+CSV_DIR, DICOM_DIR = SHARED_CBIS / "csv", SHARED_CBIS / "dicom"
 REAL_ROWS = [("P_00016", "LEFT", "CC", 1), ("P_00116", "RIGHT", "MLO", 1), ("P_00116", "RIGHT", "MLO", 2)]
 MASS_HEADER = (
     "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
@@ -111,6 +110,7 @@ def real_ingest():
     return ingest_cbis(data_dir=DICOM_DIR, csv_dir=CSV_DIR, on_error="skip", progress=False)
 
 
+@pytest.mark.reference
 def test_the_four_real_csvs_parse_to_normalised_rows(cases: pd.DataFrame) -> None:
     counts = cases.groupby("csv_file").size().to_dict()
     assert counts == {
@@ -137,6 +137,7 @@ def test_the_four_real_csvs_parse_to_normalised_rows(cases: pd.DataFrame) -> Non
     assert cases["crop_series_uid"].str.startswith("1.3.6.1.4.1.9590").all()
 
 
+@pytest.mark.reference
 def test_the_three_real_dicoms_resolve_to_their_rows_as_mass_patches(real_ingest) -> None:
     assert real_ingest.patches.shape == (3, 150, 150) and real_ingest.patches.dtype == np.uint16
     manifest = real_ingest.manifest
@@ -152,12 +153,14 @@ def test_the_three_real_dicoms_resolve_to_their_rows_as_mass_patches(real_ingest
     assert (first["csv_file"], first["csv_row"]) == ("mass_case_description_train_set.csv", 1)
 
 
+@pytest.mark.reference
 def test_raise_names_the_csv_row_and_the_fix() -> None:
     with pytest.raises(RecordError, match=r"mass_case_description_train_set.csv row 1 .*--on-error skip") as info:
         ingest_cbis(data_dir=DICOM_DIR, csv_dir=CSV_DIR, progress=False)
     assert info.value.reason == "missing_file" and "re-download" in str(info.value)
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("layout", ["csv-uids", "nbia-new"])
 def test_other_folder_layouts_resolve_by_header_uids(tmp_path: Path, cases: pd.DataFrame, real_ingest, layout) -> None:
     for number, source in enumerate(sorted(DICOM_DIR.rglob("*.dcm"))):
@@ -172,6 +175,7 @@ def test_other_folder_layouts_resolve_by_header_uids(tmp_path: Path, cases: pd.D
     pd.testing.assert_frame_equal(result.manifest.drop(columns="source_file"), real_ingest.manifest.drop(columns="source_file"))  # fmt: skip
 
 
+@pytest.mark.reference
 def test_index_lists_every_dicom_with_its_header_uids(tmp_path: Path) -> None:
     index = index_dicom_tree(DICOM_DIR)  # workers > 1 is exercised through ingest in the layout test
     assert len(index) == 3 and (index["error"] == "").all() and set(index["rows"]) == {384, 483, 486}
@@ -266,3 +270,37 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         ingest_cbis(data_dir=tmp_path, patch="whole", progress=False)
     with pytest.raises(ConfigError, match="on_error must be"):
         ingest_cbis(data_dir=tmp_path, on_error="ignore", progress=False)
+
+
+@pytest.mark.reference
+def test_the_real_full_mammograms_match_their_csv_rows_and_the_absent_crops_and_masks_are_named(
+    tmp_path: Path, cases: pd.DataFrame
+) -> None:
+    from tests.test_dicom import _real_full_mammograms
+
+    tree = tmp_path / "tree"
+    for name, path in _real_full_mammograms().items():  # any layout: matched by header UIDs
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).symlink_to(path)
+    index = index_dicom_tree(tree)
+    assert len(index) == 8 and (index["error"] == "").all()
+    rows = cases[cases["patient_id"].isin(["P_00173", "P_00820"])]
+    assert len(rows) == 10 and set(rows["csv_file"]) == {"mass_case_description_test_set.csv"}
+    # Every row's full mammogram is one of the eight (Study and Series UIDs), and each of the eight is some row's.
+    assert set(zip(rows["image_study_uid"], rows["image_series_uid"], strict=True)) == set(
+        zip(index["study_uid"], index["series_uid"], strict=True)
+    )
+    ours = set(zip(rows["csv_file"], rows["csv_row"], strict=True))
+    for patch, absent in (("roi", "no DICOM of the ROI mask's series"), ("crop", "no DICOM of the crop/ROI series")):
+        result = ingest_cbis(data_dir=tree, csv_dir=CSV_DIR, patch=patch, on_error="skip", progress=False)
+        assert len(result.patches) == 0 and result.skip_counts == {"missing_file": len(cases)}  # nothing else
+        for entry in result.skipped:
+            if (
+                entry["csv_file"],
+                entry["csv_row"],
+            ) in ours:  # full mammogram found: its mask or crop is what is missing
+                assert absent in entry["message"] and "\n" not in entry["message"], entry["message"]
+                series = rows.set_index("csv_row").loc[entry["csv_row"], "roi_series_uid" if patch == "roi" else "crop_series_uid"]  # fmt: skip
+                assert f"SeriesInstanceUID {series}" in entry["message"]
+            elif patch == "roi":
+                assert "no DICOM of the full mammogram's series" in entry["message"]

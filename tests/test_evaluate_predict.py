@@ -85,7 +85,10 @@ def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, ca
         predict_entry.main(["--model-uri", CHAMPION, "--input", str(tmp_path / "mixed"), "--output", "mixed.csv"]) == 0
     )
     printed = capsys.readouterr().out
-    assert "predicted 3 of 6 files" in printed and "3 files could not be read" in printed
+    assert (
+        "predicted 3 of 6 files" in printed
+        and "3 files not scored, by reason: roi_mask 1, unreadable_dicom 1, wrong_image_kind 1" in printed
+    )
     table = pd.read_csv("mixed.csv").set_index("file")
     scored = table.loc[["nested/bright16.png", "nested/bright.npy", "nested/dark8.png"]]
     assert scored["p_calcification"].between(0, 1).all() and scored["error"].isna().all()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,6 +88,7 @@ CELL = st.one_of(
 )
 
 
+@pytest.mark.reference
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(CELL, min_size=14, max_size=14), min_size=1, max_size=4), st.sampled_from(cbis.CSV_FILES),
        st.sampled_from(["raise", "skip"]))  # fmt: skip

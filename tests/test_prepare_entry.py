@@ -22,6 +22,7 @@ def test_prepare_logs_a_run_with_the_dataset_and_skip_report_and_a_rerun_is_a_no
     out = tmp_path / "small"
     argv = ["--cases", "40", "--image-size", "32", "--out", str(out), "--no-progress"]
     assert prepare_entry.main(argv) == 0
+    assert list((tmp_path / "data" / "raw").iterdir())  # the synthetic tree went to the data home (MAMMO_DATA_HOME)
     info = json.loads((out / "dataset.json").read_text())
     assert info["count"] == 40 and info["counts"]["test"]["mass"] + info["counts"]["test"]["calcification"] > 0
     assert set(info["files"]) == {"patches.npy", "manifest.csv"}  # each file's size and SHA-256, for the checks
@@ -29,6 +30,7 @@ def test_prepare_logs_a_run_with_the_dataset_and_skip_report_and_a_rerun_is_a_no
 
     (run,) = _runs()
     assert run.data.params["data_digest"] == info["digest"] and run.data.metrics["patches"] == 40
+    assert run.data.params["data_home"] == str(tmp_path / "data") and run.data.params["prepared_dir"] == str(out)
     assert run.inputs.dataset_inputs[0].dataset.digest == info["digest"]
     assert "dataset.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
 

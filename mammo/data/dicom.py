@@ -7,6 +7,8 @@ binary, `masks.is_roi_mask`), never by file or folder name: CBIS-DDSM's names fo
 
 `patch_from_dicom` is the one crop-mode preprocessing path: `prepare` builds the training
 patches with it and `predict`/serving call it on uploaded files, so both see identical pixels.
+It refuses a full mammogram (CBIS-DDSM's SeriesDescription "full mammogram images") from the
+header, before decoding: resized to a patch, a whole breast would be scored as if it were a lesion.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ HEADER_KEYWORDS = (
     "PhotometricInterpretation",
 )
 _REDOWNLOAD = "Re-download the series from TCIA (the file is truncated or is not DICOM)."
+FULL_MAMMOGRAM = "full mammogram"  # in CBIS-DDSM's SeriesDescription of a whole-breast image
 
 Source = str | Path | bytes | BinaryIO
 
@@ -213,7 +216,19 @@ class StoredImage:
         return meta
 
 
-def read_stored(source: Source, *, max_side: int | None = None, lazy: bool = False) -> StoredImage:
+def _refuse_full_mammogram(ds: pydicom.Dataset, name: str) -> None:
+    description = str(ds.get("SeriesDescription") or "").strip()
+    if FULL_MAMMOGRAM in description.lower():
+        size = f"{ds.get('Rows', '?')}×{ds.get('Columns', '?')}"
+        raise RecordError(
+            f"{name} is a full mammogram (SeriesDescription '{description}', {size} pixels), not a cropped lesion "
+            "patch; pass the 'cropped images' DICOM of its abnormality instead (or cut patches from full "
+            "mammograms with `prepare --patch roi` and the ROI masks).",
+            reason="full_mammogram",
+        )
+
+
+def read_stored(source: Source, *, max_side: int | None = None, lazy: bool = False, crop: bool = False) -> StoredImage:
     """Decode one greyscale DICOM frame without mapping it (`read_pixels` = this + `to_uint16`).
 
     `lazy` (a file path, no `max_side`): when the file holds one uncompressed little-endian frame whose
@@ -221,15 +236,19 @@ def read_stored(source: Source, *, max_side: int | None = None, lazy: bool = Fal
     read-only memory map of the file, so only the pages of the region a caller maps are ever read:
     roi-mode ingest reads a ~1 MB band of a 30 MB mammogram. Any other file is decoded as usual.
 
+    `crop` (a cropped lesion is expected): a full mammogram is refused from its header, undecoded.
+
     Raises:
         RecordError: as `read_pixels`.
     """
-    if lazy and max_side is None and isinstance(source, str | Path):
+    if lazy and max_side is None and not crop and isinstance(source, str | Path):
         mapped = _mapped_frame(Path(source))
         if mapped is not None:
             return mapped
     name = _source_name(source)
     ds = _open(source, stop_before_pixels=False)
+    if crop:
+        _refuse_full_mammogram(ds, name)
     if max_side is not None:
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         if max(rows, columns) > max_side:
@@ -290,7 +309,9 @@ def _mapped_frame(path: Path) -> StoredImage | None:
     return StoredImage(np.asarray(frame), ds, str(path), photometric, voi, _output_range(ds, voi=voi))
 
 
-def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def read_pixels(
+    source: Source, *, max_side: int | None = None, crop: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode one greyscale DICOM to a 2-D uint16 array plus its metadata.
 
     Steps: decode (compressed transfer syntaxes through the pylibjpeg plugins) →
@@ -299,13 +320,14 @@ def read_pixels(source: Source, *, max_side: int | None = None) -> tuple[np.ndar
     for 12-bit data, 0..65535 for 16-bit) linearly onto 0..65535.
 
     `max_side` (the served model's limit) refuses a larger image from its header, before the
-    pixels are decoded.
+    pixels are decoded; so does `crop` a full mammogram.
 
     Raises:
         RecordError: reason ``unreadable_dicom`` for non-DICOM/truncated/undecodable input,
-            ``wrong_image_kind`` for colour or multi-frame images, ``too_large`` past `max_side`.
+            ``wrong_image_kind`` for colour or multi-frame images, ``too_large`` past `max_side`,
+            ``full_mammogram`` with `crop`.
     """
-    image = read_stored(source, max_side=max_side)
+    image = read_stored(source, max_side=max_side, crop=crop)
     return image.to_uint16(), image.meta()
 
 
@@ -343,9 +365,10 @@ def patch_from_dicom(
 
     Raises:
         RecordError: reason ``roi_mask`` when the file is a binary ROI mask rather than a cropped
-            image (CBIS-DDSM's file names mix them up), besides the reasons of `read_pixels`.
+            image (CBIS-DDSM's file names mix them up), ``full_mammogram`` for a whole-breast image,
+            besides the reasons of `read_pixels`.
     """
-    pixels, meta = read_pixels(source, max_side=max_side)
+    pixels, meta = read_pixels(source, max_side=max_side, crop=True)
     if is_roi_mask(pixels):
         raise RecordError(
             f"{meta['source']} is an ROI mask (a binary image), not a cropped mammogram patch. "

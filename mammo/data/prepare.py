@@ -31,7 +31,8 @@ from mammo.errors import ConfigError, DataError
 SOURCES = ("synthetic", "cbis-ddsm", "tensors")
 PATCH_MODES = ("crop", "roi")
 ERROR_POLICIES = ("raise", "skip")
-DATA_ROOT = Path("data")
+DATA_HOME_VARIABLE = "MAMMO_DATA_HOME"
+_CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when the package runs from a checkout
 EMPTY_SPLIT_FIXES = {  # main skip reason → what to do when a whole split came out empty
     "missing_file": "Point --data-dir at the folder holding the downloaded DICOM series of both splits "
     "(the CSVs name files this tree does not hold).",
@@ -48,15 +49,29 @@ class PrepareResult:
     skipped: list[dict[str, str]]
 
 
+def data_home() -> Path:
+    """Where prepared datasets and generated trees live, as an absolute path: `$MAMMO_DATA_HOME`, else the
+    checkout's `data/` (else `./data` when the package is installed outside a checkout).
+
+    One place whatever the working directory: `train` started from another folder finds the dataset
+    `prepare` made instead of preparing it again, and so does the registry's lineage lookup.
+    """
+    configured = os.environ.get(DATA_HOME_VARIABLE)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    base = _CHECKOUT if (_CHECKOUT / "MLproject").is_file() else Path.cwd()
+    return (base / "data").resolve()
+
+
 def default_out(options: dict[str, Any]) -> Path:
-    """data/prepared/<source>-<patch>-<size>px-<hash of every option>: other options, another folder.
+    """<data home>/prepared/<source>-<patch>-<size>px-<hash of every option>: other options, another folder.
 
     The readable part says what it is; the hash keeps datasets made with different options (size,
     patch mode, cases, seed, data folder, error policy) from ever sharing one default folder.
     """
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
     mode = f"-{options['patch']}" if "patch" in options else ""
-    return DATA_ROOT / "prepared" / f"{options['source']}{mode}-{options['image_size']}px-{key}"
+    return data_home() / "prepared" / f"{options['source']}{mode}-{options['image_size']}px-{key}"
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -108,7 +123,9 @@ def prepare(
         source=source, data_dir=data_dir, csv_dir=csv_dir, image_size=image_size, patch=patch, cases=cases,
         seed=seed, on_error=on_error,
     )  # fmt: skip
-    out_dir = Path(out) if out is not None else default_out(options)
+    out_dir = (
+        Path(out).expanduser().resolve() if out is not None else default_out(options)
+    )  # absolute, as the runs log it
     with dataset_lock(out_dir):
         if is_up_to_date(out_dir, options):
             return PrepareResult(dataset=open_prepared(out_dir), reused=True, skipped=[])
@@ -171,7 +188,7 @@ def _synthetic_tree(*, cases: int, seed: int, progress: bool) -> Path:
     """Generate the synthetic TCIA tree once per (cases, seed), under its lock, published by a rename."""
     from mammo.data.synthetic import generate_portable_tree
 
-    tree = DATA_ROOT / "raw" / f"synthetic-{cases}-seed{seed}-portable"
+    tree = data_home() / "raw" / f"synthetic-{cases}-seed{seed}-portable"
     marker = tree / ".complete"
     with dataset_lock(tree):
         if not marker.is_file():
