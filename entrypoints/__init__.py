@@ -7,6 +7,7 @@ import functools
 import sys
 from collections.abc import Callable
 
+from mammo.booleans import parse_boolean
 from mammo.console import quiet_console
 from mammo.errors import user_error_message
 
@@ -35,12 +36,12 @@ def optional_str(text: str) -> str | None:
 
 def switch(text: str) -> bool:
     """argparse type of a flag that MLproject passes a value to (`--quiet false`); alone it means true."""
-    value = text.strip().lower()
-    if value in ("true", "yes", "1", "on"):
-        return True
-    if value in ("false", "no", "0", "off", "", DEFAULT):
+    if _unset(text):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        return parse_boolean(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def add_switch(parser: argparse.ArgumentParser, flag: str, *, help: str) -> None:

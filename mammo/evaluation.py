@@ -19,7 +19,9 @@ import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
-THRESHOLD = 0.5
+from mammo.labels import DEFAULT_THRESHOLD
+
+THRESHOLD = DEFAULT_THRESHOLD
 WRONG_MARGIN, WORST_MARGIN = 0.5, 0.8  # the published analysis: wrong |label − p| > 0.5, worst > 0.8
 LOSS_EPSILON = 1e-7  # Keras's backend epsilon: log loss stays finite for p ∈ {0, 1}
 

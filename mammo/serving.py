@@ -37,13 +37,13 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from mammo import tracking
 from mammo.errors import ConfigError, RecordError
+from mammo.labels import DEFAULT_THRESHOLD
 from mammo.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
 from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
 
 KERAS_ARTIFACT = "keras_model"
 OUTPUT_COLUMN = "p_calcification"
 LABEL_COLUMN = "predicted_label"
-DEFAULT_THRESHOLD = 0.5
 PREDICT_BATCH = 64
 SCORE_BATCH = 256  # rows per pyfunc call when scoring a whole split (the served model's row limit)
 MODEL_CODE = Path(__file__).with_name("served_model.py")

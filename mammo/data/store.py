@@ -25,6 +25,7 @@ import pandas as pd
 
 from mammo import __version__
 from mammo.errors import DataError
+from mammo.labels import CLASS_NAMES
 
 PATCHES_FILE = "patches.npy"
 MANIFEST_FILE = "manifest.csv"
@@ -47,7 +48,7 @@ MANIFEST_COLUMNS = [
     "split",
     "source_file",
 ]
-LABEL_NAMES = {0: "mass", 1: "calcification"}
+LABEL_NAMES = dict(enumerate(CLASS_NAMES))
 SPLITS = ("train", "test")
 
 
