@@ -6,6 +6,7 @@ Module map (one line each):
     pixels       the pixel convention: uint16 patches, /65535 and one resize for training, Grad-CAM and serving
     labels       the class convention: mass 0, calcification 1, their names, the default threshold 0.5
     booleans     the one reading of true/false written as text (flags, MLproject parameters, logged params)
+    compat       the private APIs of Optuna, Keras, MLflow and argparse we use, behind one door
     precision    the Keras dtype policy a run trains in (what the hardware runs fastest)
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json), written atomically, locked
     data/dicom   DICOM reading through pydicom's LUT helpers (a region mapped alone, files memory-mapped); resize

@@ -1,4 +1,4 @@
-"""tf.data input from the memory-mapped prepared dataset, augmentation layers, precision policy.
+"""tf.data input from the memory-mapped prepared dataset, standardisation statistics, augmentation layers.
 
 Pixels are read batch by batch from `patches.npy` (never loaded whole), scaled by 1/65535 like
 the published project, resized only when the run asks for another image size, and augmented on
@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mammo.compat import ShearImagesHook
 from mammo.data.splits import split_validation
 from mammo.data.store import PreparedDataset
 from mammo.errors import DataError
@@ -137,14 +138,14 @@ def _load_batch(indices: tf.Tensor, labels: tf.Tensor, *, patches: np.ndarray, r
     return (images if resize is None else resize(images)), labels
 
 
-class CenteredShear(keras.layers.RandomShear):
+class CenteredShear(ShearImagesHook, keras.layers.RandomShear):
     """RandomShear about the image centre, as ImageDataGenerator sheared.
 
     Keras' RandomShear shears about the top-left corner, which also shifts the patch by up to
     sin(10°)·S ≈ 26 px at S = 150; the centring offset keeps the lesion where it was.
     """
 
-    def _transform_images(self, images, transformation, interpolation):
+    def shear_images(self, images, transformation, interpolation):
         if transformation is None:
             return images
         ops = self.backend.numpy
