@@ -129,7 +129,7 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
         expected = evaluation.mcnemar_test(labels, probabilities[a], probabilities[b])[0]
         assert matrix.loc[a, b] == pytest.approx(expected, abs=1e-6), (a, b)
 
-    if importlib.util.find_spec("mammo.published") is not None:  # the published table (issue 12.3)
+    if importlib.util.find_spec("mammo.published") is not None:  # the published table
         beside = _printed_table(text, "ours beside the published test accuracy:").set_index("variant")
         assert list(beside.index) == ["model0", "model4", "model5"]
         assert beside.loc["model5", "published_test_accuracy"] == pytest.approx(0.8423)

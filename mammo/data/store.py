@@ -248,7 +248,7 @@ def open_prepared(path: str | Path) -> PreparedDataset:
         raise _incomplete(root, f"{INFO_FILE} is not valid JSON: {error}") from error
     if not isinstance(info, dict) or not isinstance(info.get("files", {}), dict):
         raise _incomplete(root, f"{INFO_FILE} is not a dataset description")
-    for name, record in info.get("files", {}).items():  # datasets prepared before 0.2 carry no records
+    for name, record in info.get("files", {}).items():  # write_prepared records each file's size
         size = (root / name).stat().st_size if (root / name).is_file() else None
         if not isinstance(record, dict) or size != record.get("bytes"):
             raise _incomplete(root, f"{name} has {size} bytes, {INFO_FILE} says {record}")
