@@ -48,6 +48,7 @@ def _printed_table(text: str, title: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(block), sep=r"\s+")
 
 
+@pytest.mark.slow
 def test_explore_notebook_compares_the_real_csvs_with_the_synthetic_default(tmp_path, monkeypatch) -> None:
     notebook = _execute("explore_data.ipynb", tmp_path, monkeypatch, MAMMO_NOTEBOOK_CASES="48")
     text = _text(notebook)
@@ -97,6 +98,7 @@ def _fake_study(storage: str) -> None:
     study.optimize(objective, n_trials=6)
 
 
+@pytest.mark.slow
 def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_path, monkeypatch) -> None:
     tracking.use_experiment()
     rng = np.random.default_rng(0)

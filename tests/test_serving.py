@@ -75,6 +75,7 @@ def _served(body: dict) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
     champion: str, shared_cbis: Path, tmp_path: Path
 ) -> None:
