@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_EXPERIMENT_NAME ?= mammo-mass-calc
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test lint ui bench
+.PHONY: setup run test test-fast lint ui bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: setup
 
 test: setup
 	python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  # the edit loop: everything but the tests that train a model or start a server (`slow`)
+	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	ruff check mammo entrypoints tests bench && ruff format --check mammo entrypoints tests bench

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[precision] = {bare: round(best["project"] / best[bare], 3) for bare in BARE}
             results[precision] = {"img_per_s": sides, "best": best, "ratio": ratios[precision]}
             print(f"{precision}: " + ", ".join(f"{side} {rate:.1f} img/s" for side, rate in best.items()), flush=True)
-    if {"float32", "mixed_bfloat16"} <= results.keys():  # issue 11.2: the default's speed-up against bare Keras's
+    if {"float32", "mixed_bfloat16"} <= results.keys():  # the default's speed-up against bare Keras's
         speedups = {side: results["mixed_bfloat16"]["best"][side] / results["float32"]["best"][side] for side in SIDES}
         results["bf16_speedup"] = {
             **speedups,

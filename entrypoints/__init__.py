@@ -7,6 +7,8 @@ import functools
 import sys
 from collections.abc import Callable
 
+from mammo.booleans import parse_boolean
+from mammo.compat import parser_actions
 from mammo.console import quiet_console
 from mammo.errors import user_error_message
 
@@ -35,12 +37,12 @@ def optional_str(text: str) -> str | None:
 
 def switch(text: str) -> bool:
     """argparse type of a flag that MLproject passes a value to (`--quiet false`); alone it means true."""
-    value = text.strip().lower()
-    if value in ("true", "yes", "1", "on"):
-        return True
-    if value in ("false", "no", "0", "off", "", DEFAULT):
+    if _unset(text):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        return parse_boolean(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def add_switch(parser: argparse.ArgumentParser, flag: str, *, help: str) -> None:
@@ -100,9 +102,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     declared ones as "" when unset: so `--model_name` is read as `--model-name`, and "" (None from
     the optional_* types) means the flag's default.
     """
-    known = {option for action in parser._actions for option in action.option_strings}
+    actions = parser_actions(parser)
+    known = {option for action in actions for option in action.option_strings}
     args = parser.parse_args([_dashed(token, known) for token in (sys.argv[1:] if argv is None else argv)])
-    for action in parser._actions:
+    for action in actions:
         if action.dest == "help" or getattr(args, action.dest, None) is not None or action.default is None:
             continue
         default = action.default

@@ -3,7 +3,10 @@
 Module map (one line each):
     errors       the error classes; every message says how to fix the problem; user-caused library errors in one line
     console      a clean console: TensorFlow's native start-up notes dropped in entry points and benchmarks
-    pixels       the pixel convention: uint16 patches, /65535 and a resize for the network
+    pixels       the pixel convention: uint16 patches, /65535 and one resize for training, Grad-CAM and serving
+    labels       the class convention: mass 0, calcification 1, their names, the default threshold 0.5
+    booleans     the one reading of true/false written as text (flags, MLproject parameters, logged params)
+    compat       the private APIs of Optuna, Keras, MLflow and argparse we use, behind one door
     precision    the Keras dtype policy a run trains in (what the hardware runs fastest)
     decision     the decision rule (calcification when p > the model's threshold) and its default, 0.5
     data/store   the prepared dataset (patches.npy, manifest.csv, dataset.json), written atomically, locked
@@ -17,6 +20,7 @@ Module map (one line each):
     data/phantom synthetic pixels: breast, tissue, masses, calcification clusters (pure)
     data/splits  validation carved from train by patient (or by image, as published), cross-validation folds
     data/prepare source → prepared dataset, with the skip report; the default folder per options
+    feature_maps the conv blocks' arithmetic: feature-map side, deepest stack, smallest image (pure)
     variants     Model 0–5 as a table of hyperparameters + one Functional builder
     pipeline     tf.data input from the memory map, standardisation statistics, augmentation layers
     training     fit with callbacks, the kept checkpoint and the decision threshold; one run's logging

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5
+from mammo.labels import DEFAULT_THRESHOLD
+
+__all__ = ["DEFAULT_THRESHOLD", "predict_labels"]  # the default itself lives with the class convention
 
 
 def predict_labels(probabilities: object, *, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mammo import tracking
+from mammo.labels import CLASS_NAMES
 
 HYPERPARAMETERS = (
     "filters", "dense_units", "dropout", "l2", "optimizer", "learning_rate", "lr_decay", "batch_size", "epochs",
@@ -40,7 +41,7 @@ def model_card(
     """The Markdown card; `data` is the prepared dataset's dataset.json (source, digest, counts)."""
     counts = data.get("counts", {})
     count_text = "; ".join(
-        f"{split}: " + ", ".join(f"{counts[split].get(label, 0)} {label}" for label in ("mass", "calcification"))
+        f"{split}: " + ", ".join(f"{counts[split].get(label, 0)} {label}" for label in CLASS_NAMES)
         for split in ("train", "test")
         if split in counts
     )

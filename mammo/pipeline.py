@@ -1,4 +1,4 @@
-"""tf.data input from the memory-mapped prepared dataset, augmentation layers, precision policy.
+"""tf.data input from the memory-mapped prepared dataset, standardisation statistics, augmentation layers.
 
 Pixels are read batch by batch from `patches.npy` (never loaded whole), scaled by 1/65535 like
 the published project, resized only when the run asks for another image size, and augmented on
@@ -16,13 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mammo.compat import ShearImagesHook
 from mammo.data.splits import split_validation
 from mammo.data.store import PreparedDataset
 from mammo.errors import DataError
+from mammo.pixels import PIXEL_MAX, resizer, to_unit_range
 from mammo.variants import TrainConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
-PIXEL_SCALE = 65535.0
 # The published ImageDataGenerator: rotation_range=180, shear_range=10 (degrees), zoom_range=0.2,
 # horizontal_flip, vertical_flip, fill_mode='reflect'.
 ROTATION_DEGREES = 180.0
@@ -84,7 +85,7 @@ def pixel_stats(patches: np.ndarray, rows: np.ndarray, *, chunk: int = 256) -> t
     total = total_sq = 0.0
     count = 0
     for start in range(0, len(rows), chunk):
-        block = np.asarray(patches[np.sort(rows[start : start + chunk])], dtype=np.float64) / PIXEL_SCALE
+        block = np.asarray(patches[np.sort(rows[start : start + chunk])], dtype=np.float64) / PIXEL_MAX
         total += float(block.sum())
         total_sq += float(np.square(block).sum())
         count += block.size
@@ -97,7 +98,8 @@ def _batched(indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConf
     data = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), labels))
     if training:
         data = data.shuffle(len(indices), seed=config.seed, reshuffle_each_iteration=True)
-    load = functools.partial(_load_batch, patches=dataset.patches, target_size=config.image_size)
+    resize = resizer(config.image_size) if dataset.patches.shape[1] != config.image_size else None
+    load = functools.partial(_load_batch, patches=dataset.patches, resize=resize)
     data = data.batch(config.batch_size).map(load, num_parallel_calls=AUTOTUNE)
     if not training:
         return without_autotuning(data.cache().prefetch(AUTOTUNE))
@@ -124,38 +126,26 @@ def without_autotuning(data: tf.data.Dataset) -> tf.data.Dataset:
     return data.with_options(options)
 
 
-def _load_batch(indices: tf.Tensor, labels: tf.Tensor, *, patches: np.ndarray, target_size: int):
-    """Read one batch of rows from the memmap, scale to [0, 1], add the channel, resize if asked."""
+def _load_batch(indices: tf.Tensor, labels: tf.Tensor, *, patches: np.ndarray, resize: keras.Layer | None):
+    """Read one batch of rows from the memmap, scale to [0, 1], add the channel, resize if asked.
+
+    The scaling and the resize are `mammo.pixels`' (what Grad-CAM and the served model apply).
+    """
     size = patches.shape[1]
     raw = tf.numpy_function(lambda rows: np.asarray(patches[rows]), [indices], tf.uint16, stateful=False)
     raw = tf.ensure_shape(raw, (None, size, size))  # (batch, S0, S0) uint16
-    images = tf.cast(raw, tf.float32)[..., tf.newaxis] / PIXEL_SCALE  # (batch, S0, S0, 1)
-    if size != target_size:
-        images = tf.image.resize(images, (target_size, target_size), antialias=True)
-    return images, labels
+    images = to_unit_range(tf.cast(raw, tf.float32)[..., tf.newaxis])  # (batch, S0, S0, 1)
+    return (images if resize is None else resize(images)), labels
 
 
-def scale_patches(patches: np.ndarray, *, image_size: int | None = None) -> np.ndarray:
-    """Raw uint16 (n, S, S) or (n, S, S, 1) → float32 (n, S', S', 1) in [0, 1], as training sees them."""
-    array = np.asarray(patches)
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3 or array.shape[1] != array.shape[2]:
-        raise DataError(f"expected patches shaped (n, S, S) or (n, S, S, 1), got {array.shape}.")
-    images = array.astype(np.float32)[..., np.newaxis] / PIXEL_SCALE
-    if image_size is not None and image_size != array.shape[1]:
-        images = tf.image.resize(images, (image_size, image_size), antialias=True).numpy()
-    return images
-
-
-class CenteredShear(keras.layers.RandomShear):
+class CenteredShear(ShearImagesHook, keras.layers.RandomShear):
     """RandomShear about the image centre, as ImageDataGenerator sheared.
 
     Keras' RandomShear shears about the top-left corner, which also shifts the patch by up to
     sin(10°)·S ≈ 26 px at S = 150; the centring offset keeps the lesion where it was.
     """
 
-    def _transform_images(self, images, transformation, interpolation):
+    def shear_images(self, images, transformation, interpolation):
         if transformation is None:
             return images
         ops = self.backend.numpy

@@ -2,11 +2,15 @@
 
 `prepare` stores patches as uint16 (0..PIXEL_MAX, 16-bit DICOM grey levels kept whole); training,
 evaluation and the served model divide by PIXEL_MAX as the published project did, then resize to
-the network's input side when a run trains at another size. Only numpy and Keras here, so the
-served model (which carries this package) needs nothing more.
+the network's input side when a run trains at another size. The training pipeline (inside
+tf.data), Grad-CAM and the served model all scale with `to_unit_range` and resize with `resizer`,
+so they see identical arrays. Only numpy and Keras here, so the served model (which carries this
+package) needs nothing more.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -25,17 +29,34 @@ def as_patch_batch(patches: np.ndarray) -> np.ndarray:
     return array
 
 
+def to_unit_range(images: Any) -> Any:
+    """float32 grey levels (numpy or a tf.data tensor) → [0, 1]: one float32 division by PIXEL_MAX."""
+    return images / PIXEL_MAX
+
+
+def resizer(image_size: int) -> Any:  # keras.layers.Resizing
+    """The resize to the network's side: Keras' anti-aliased bilinear one, always in float32.
+
+    A Keras preprocessing layer runs eagerly on arrays and inside tf.data under any backend
+    (`tf.image.resize(..., antialias=True)` under TensorFlow). Its dtype is fixed so a mixed
+    precision policy never rounds the pixels before the model's own input.
+    """
+    import keras
+
+    return keras.layers.Resizing(
+        image_size, image_size, interpolation="bilinear", antialias=True, dtype="float32", name="resize"
+    )
+
+
 def scale_patches(patches: np.ndarray, *, image_size: int | None = None) -> np.ndarray:
     """Raw uint16 (n, S, S) or (n, S, S, 1) → float32 (n, S', S', 1) in [0, 1], as training sees them.
 
-    The resize (only when `image_size` differs from S) is Keras' anti-aliased bilinear one, the op
-    the training pipeline applies (`tf.image.resize(..., antialias=True)` under the TF backend).
+    The resize happens only when `image_size` differs from S.
     """
     array = as_patch_batch(patches)
-    images = array.astype(np.float32)[..., np.newaxis] / PIXEL_MAX  # (n, S, S, 1)
+    images = to_unit_range(array.astype(np.float32)[..., np.newaxis])  # (n, S, S, 1)
     if image_size is not None and image_size != array.shape[1]:
         import keras
 
-        resized = keras.ops.image.resize(images, (image_size, image_size), interpolation="bilinear", antialias=True)
-        images = np.asarray(keras.ops.convert_to_numpy(resized), dtype=np.float32)
+        images = np.asarray(keras.ops.convert_to_numpy(resizer(image_size)(images)), dtype=np.float32)
     return images

@@ -17,8 +17,8 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mammo import evaluation, published, subgroups
+from mammo.labels import CLASS_NAMES
 
-CLASS_NAMES = ("mass", "calcification")
 TRAIN_COLOR, VALIDATION_COLOR, BEST_COLOR = "tab:blue", "tab:orange", "tab:green"
 WORST_COLOR, WRONG_COLOR, PUBLISHED_COLOR = "tab:red", "tab:orange", "tab:red"
 # (panel title, train key, validation key) of the training history; absent keys are skipped.

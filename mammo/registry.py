@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
 
 from mammo import tracking
+from mammo.compat import check_alias_name
 from mammo.errors import ConfigError, RegistryError
 
 LOCK_SUFFIX = "--promotion-lock"
@@ -59,8 +59,7 @@ def check_alias(alias: str) -> None:
         )
     for name in (alias, previous_alias(alias)):
         try:
-            _validate_model_alias_name(name)
-            _validate_model_alias_name_reserved(name)
+            check_alias_name(name)
         except MlflowException as error:
             raise ConfigError(
                 f"--alias {alias!r}: {error.message} Use letters, digits, '-' and '_', not 'latest' or 'v<number>'."

@@ -16,6 +16,7 @@ import pandas as pd
 from mammo import evaluation, published, subgroups, tracking
 from mammo import plots as plotting
 from mammo.data.store import PreparedDataset
+from mammo.pixels import scale_patches
 
 REFERENCE_VARIANT = "model5"
 WORST_COUNT = 12
@@ -138,7 +139,7 @@ def saliency_figures(
 
     `model` is the Keras model that made `probabilities` for the dataset rows `indices` (a training
     run's kept model; for evaluate, `serving.load_keras(model_uri)`). Only the chosen patches are read
-    from the memory map, then scaled as training scales them (`pipeline.scale_patches`: /65535 and a
+    from the memory map, then scaled as training scales them (`pixels.scale_patches`: /65535 and a
     resize to `image_size`, default the model's input side); a model built with `standardize` holds
     its Normalization layer and standardises by itself, so nothing more is done here.
     Returns {tracking.PLOT_GRADCAM_WORST: Figure, tracking.PLOT_GRADCAM_CORRECT: Figure}.
@@ -172,8 +173,6 @@ def saliency_figures(
 
 def _model_input(raw: np.ndarray, side: int) -> np.ndarray:
     """Raw uint16 patches (k, S, S) → what the model takes; an empty selection stays empty."""
-    from mammo.pipeline import scale_patches
-
     return scale_patches(raw, image_size=side) if len(raw) else np.zeros((0, side, side, 1), np.float32)
 
 

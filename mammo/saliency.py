@@ -60,7 +60,7 @@ def gradcam(
     Args:
         model: a Keras Functional model with one sigmoid output P(calcification); any dtype policy
             (mixed_float16 / mixed_bfloat16 features and gradients are cast to float32 before weighting).
-        images: (n, H, W, C) exactly as the model takes them (for mammo: `pipeline.scale_patches`).
+        images: (n, H, W, C) exactly as the model takes them (for mammo: `pixels.scale_patches`).
         layer_name: the feature map to explain; default `last_conv_layer(model)`.
         batch_size: patches per gradient pass (memory stays bounded for any n).
 

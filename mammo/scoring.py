@@ -18,7 +18,7 @@ import numpy as np
 
 from mammo import evaluation, lineage, reports, serving, tracking
 from mammo.data.store import PreparedDataset
-from mammo.plots import CLASS_NAMES
+from mammo.labels import CLASS_NAMES
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from mammo.errors import ConfigError
+from mammo.feature_maps import max_blocks, min_image_size
 from mammo.workers import StaleTrialCallback
 
 DEFAULT_STUDY_NAME = "mammo-model5-search"
@@ -78,15 +79,6 @@ def metric_direction(metric: str) -> str:
     return METRIC_DIRECTIONS[metric]
 
 
-def max_blocks(image_size: int, *, kernel_size: int = 3, pool_size: int = 2) -> int:
-    """How many valid-padded Conv2D(3×3) + MaxPool(2×2) blocks an image of this size survives."""
-    size, blocks = image_size, 0
-    while (size - kernel_size + 1) // pool_size >= 1:
-        size = (size - kernel_size + 1) // pool_size
-        blocks += 1
-    return blocks
-
-
 def suggest_params(trial: optuna.Trial, *, image_size: int) -> dict[str, Any]:
     """Draw one point of the space; depth is capped so the feature map never shrinks below 1×1."""
     deepest = min(BLOCKS[1], max_blocks(image_size))
@@ -105,14 +97,6 @@ def suggest_params(trial: optuna.Trial, *, image_size: int) -> dict[str, Any]:
         "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
         "augment": trial.suggest_float("augment", *AUGMENT_RANGE),
     }
-
-
-def min_image_size(blocks: int) -> int:
-    """The smallest image size that `blocks` valid conv + pool blocks can process."""
-    size = 1
-    while max_blocks(size) < blocks:
-        size += 1
-    return size
 
 
 def filters_for(base_filters: int, blocks: int) -> tuple[int, ...]:

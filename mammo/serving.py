@@ -38,6 +38,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from mammo import tracking
 from mammo.decision import DEFAULT_THRESHOLD, predict_labels
 from mammo.errors import ConfigError, RecordError
+from mammo.labels import DEFAULT_THRESHOLD
 from mammo.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
 from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
 
@@ -64,10 +65,9 @@ class PatchClassifier(mlflow.pyfunc.PythonModel):
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
         self.image_size = int(self.model.input_shape[1])
         config = dict(getattr(context, "model_config", None) or {})
-        # The side `prepare` cut the training patches to: inputs are resized to it with the prepare
-        # code, then to the network's input as training did. (Models logged before models-from-code
-        # kept it as an attribute.)
-        self.prepared_size = int(config.get("prepared_size") or getattr(self, "prepared_size", None) or self.image_size)
+        # The side `prepare` cut the training patches to (log_model stores it in the model config):
+        # inputs are resized to it with the prepare code, then to the network's input as training did.
+        self.prepared_size = int(config.get("prepared_size") or self.image_size)
         self.threshold = float(config.get("decision_threshold", DEFAULT_THRESHOLD))
 
     @property

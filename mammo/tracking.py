@@ -17,6 +17,8 @@ from typing import Any
 
 import mlflow
 
+from mammo.booleans import parse_boolean
+
 EXPERIMENT = "mammo-mass-calc"
 # MLflow 3's experiment kind: "Model training" (runs table), not the GenAI overview. The 3.17 UI
 # itself follows its GenAI / Model training toggle (or `?workflowType=machine_learning` in a link).
@@ -207,12 +209,18 @@ def log_params(params: Mapping[str, Any]) -> None:
 def _same_value(first: str, second: str) -> bool:
     if first == second:
         return True
-    booleans = {"true": "1.0", "false": "0.0", "yes": "1.0", "no": "0.0"}
-    first, second = booleans.get(first.lower(), first), booleans.get(second.lower(), second)
     try:
-        return float(first) == float(second)
+        return _as_number(first) == _as_number(second)
     except ValueError:
         return False
+
+
+def _as_number(text: str) -> float:
+    """A logged param as a number: "true" and 1.0 are the same value (mammo.booleans' words)."""
+    try:
+        return float(parse_boolean(text))
+    except ValueError:
+        return float(text)
 
 
 def _param_text(value: Any) -> str:

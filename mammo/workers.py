@@ -33,8 +33,9 @@ import filelock
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
+
+from mammo.compat import heartbeat_enabled, study_storage, trial_id
 
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --max-trials counts (as MaxTrialsCallback)
 LOCK_SUFFIX = ".budget.lock"
@@ -75,11 +76,11 @@ def fail_running_trials(study: optuna.Study, *, callback: StaleTrialCallback) ->
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            if not study_storage(study).set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # it ended meanwhile
             continue
-        callback(study, study._storage.get_trial(trial._trial_id))
+        callback(study, study_storage(study).get_trial(trial_id(trial)))
         failed.append(trial.number)
     return failed
 
@@ -178,7 +179,7 @@ def optimize_within_budget(
     """
     started = time.monotonic()
     ran = 0
-    waits = is_heartbeat_enabled(study._storage)  # running trials end, or go stale and are retried
+    waits = heartbeat_enabled(study)  # running trials end, or go stale and are retried
 
     def claimed(trial: optuna.Trial) -> Any:
         lock.release()

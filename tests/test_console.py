@@ -51,6 +51,7 @@ def test_a_failing_block_still_gives_its_output_back() -> None:
     assert _stderr_of(code) == "what went wrong\ncaught\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", ["entrypoints", "bench"])
 def test_an_entry_points_or_benchmarks_tensorflow_import_prints_no_native_notes(package: str) -> None:
     """On CPUs with oneDNN on by default (AVX-512 VNNI/BF16, AMX) a bare `import keras` prints them."""

@@ -52,6 +52,7 @@ def test_folds_partition_the_train_split_by_patient() -> None:
         assert set(rows.patient_id.iloc[train]).isdisjoint(rows.patient_id.iloc[validation])
 
 
+@pytest.mark.slow
 def test_train_all_with_folds_logs_mean_sd_and_a_paired_test(tmp_path: Path) -> None:
     dataset = make_speck_dataset(tmp_path / "d32", size=32, train_patients=12, test_patients=3)
     argv = ["--data", str(dataset.path), "--variants", "model1,model5", "--folds", "2", "--epochs", "1",

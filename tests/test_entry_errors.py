@@ -114,6 +114,7 @@ def test_an_unreachable_tracking_server_is_one_line(tmp_path: Path, monkeypatch,
     ],
     ids=["study-unreachable-postgres", "train-missing-data"],
 )
+@pytest.mark.slow
 def test_real_processes_print_no_traceback(argv: list[str], message: str, tmp_path: Path) -> None:
     from tests.test_pipeline import make_speck_dataset
 

@@ -23,6 +23,7 @@ from tests.test_registry import CALC_MEANS, SIZE, make_dataset
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_the_champion(tmp_path: Path, shared_cbis: Path, capsys) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     config = make_config("model5", image_size=SIZE, epochs=1, filters="8-16", dense_units=8)

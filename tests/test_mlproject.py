@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from mammo import tracking
 from tests.conftest import REPO_ROOT
@@ -25,6 +26,7 @@ def mlflow_run(entry: str, *params: str, cwd: Path) -> subprocess.CompletedProce
     return result
 
 
+@pytest.mark.slow
 def test_prepare_then_train_through_mlflow_run(tmp_path: Path) -> None:
     prepared = tmp_path / "prepared"
     mlflow_run("prepare", "cases=48", f"out={prepared}", "image_size=48", cwd=tmp_path)

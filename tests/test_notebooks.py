@@ -48,6 +48,7 @@ def _printed_table(text: str, title: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(block), sep=r"\s+")
 
 
+@pytest.mark.slow
 def test_explore_notebook_compares_the_real_csvs_with_the_synthetic_default(tmp_path, monkeypatch) -> None:
     notebook = _execute("explore_data.ipynb", tmp_path, monkeypatch, MAMMO_NOTEBOOK_CASES="48")
     text = _text(notebook)
@@ -97,6 +98,7 @@ def _fake_study(storage: str) -> None:
     study.optimize(objective, n_trials=6)
 
 
+@pytest.mark.slow
 def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_path, monkeypatch) -> None:
     tracking.use_experiment()
     rng = np.random.default_rng(0)
@@ -129,7 +131,7 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
         expected = evaluation.mcnemar_test(labels, probabilities[a], probabilities[b])[0]
         assert matrix.loc[a, b] == pytest.approx(expected, abs=1e-6), (a, b)
 
-    if importlib.util.find_spec("mammo.published") is not None:  # the published table (issue 12.3)
+    if importlib.util.find_spec("mammo.published") is not None:  # the published table
         beside = _printed_table(text, "ours beside the published test accuracy:").set_index("variant")
         assert list(beside.index) == ["model0", "model4", "model5"]
         assert beside.loc["model5", "published_test_accuracy"] == pytest.approx(0.8423)

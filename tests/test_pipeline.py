@@ -20,8 +20,8 @@ from mammo.pipeline import (
     augmentation,
     make_datasets,
     pixel_stats,
-    scale_patches,
 )
+from mammo.pixels import scale_patches
 from mammo.precision import choose_precision, cpu_flags
 from mammo.variants import make_config
 
@@ -144,6 +144,25 @@ def test_a_run_at_another_size_resizes_in_the_pipeline(tmp_path: Path) -> None:
     images, _ = collect(make_datasets(dataset, small_config(image_size=32)).test)
     assert images.shape == (4, 32, 32, 1)
     np.testing.assert_allclose(images, scale_patches(np.asarray(dataset.patches[-4:]), image_size=32), atol=1e-6)
+
+
+@pytest.mark.parametrize("stored_size", [32, 40])  # as stored, and resized to the run's 32 px
+def test_training_grad_cam_and_serving_see_identical_arrays(tmp_path: Path, stored_size: int) -> None:
+    from mammo.reports import _model_input
+    from mammo.serving import PatchClassifier
+
+    dataset = make_speck_dataset(tmp_path / "p", size=stored_size, train_patients=6, test_patients=2)
+    splits = make_datasets(dataset, small_config(image_size=32))
+    trained_on, _ = collect(splits.test)  # what the tf.data pipeline feeds fit and evaluate
+    raw = np.asarray(dataset.patches[splits.test_indices])
+    explained = _model_input(raw, 32)  # what Grad-CAM differentiates
+    served = PatchClassifier()
+    served.image_size, served.model = 32, keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten()])
+    seen_by_serving = served.probabilities(raw).reshape(trained_on.shape)  # an identity network: its input back
+    assert trained_on.shape == (len(raw), 32, 32, 1) and trained_on.dtype == explained.dtype == np.float32
+    np.testing.assert_array_equal(trained_on, explained)
+    np.testing.assert_array_equal(trained_on, seen_by_serving)
+    assert trained_on.min() >= 0.0 and trained_on.max() <= 1.0 and trained_on.std() > 0
 
 
 def test_a_dataset_without_test_patches_is_refused(tmp_path: Path) -> None:

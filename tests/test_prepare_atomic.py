@@ -51,6 +51,7 @@ def _kill_while_writing(command: list[str], out: Path, cwd: Path) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_a_prepare_killed_mid_write_never_leaves_a_dataset_that_loads_and_the_rerun_completes(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     _write_tensors(first, size=SIZE, train=BIG, test=BIG // 4)
@@ -96,6 +97,7 @@ def test_a_tampered_file_is_not_up_to_date_and_a_truncated_one_does_not_load(tmp
         load_prepared(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_several_workers_preparing_the_default_at_once_take_turns(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "entrypoints.prepare", "--cases", "40", "--image-size", "32", "--no-progress"]

@@ -81,3 +81,12 @@ def test_readme_shows_the_two_commands_and_env_manager_local() -> None:
     assert "--env-manager local" in readme
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_the_fast_loop_skips_only_the_slow_tests_and_ci_lints_first() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    fast = re.search(r"^test-fast:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert fast and fast.group(1).startswith('python -m pytest -m "not slow"'), "make test-fast must deselect `slow`"
+    assert "slow:" in (REPO_ROOT / "pyproject.toml").read_text()  # the marker is registered (no typo goes unseen)
+    ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    assert "make lint" in ci and ci.index("make lint") < ci.index("make test")

@@ -128,6 +128,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_makes_promote_wait_then_say_s
     assert _registered_models() == [MODEL]
 
 
+@pytest.mark.slow
 def test_two_promote_processes_at_once_end_with_one_champion_and_a_consistent_history(
     tmp_path: Path, tracking_uri: str
 ) -> None:

@@ -172,6 +172,7 @@ def _journal_worker(path: str, n_trials: int) -> None:
     study.optimize(quadratic, n_trials=n_trials)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
     run_spawned(_journal_worker, (path, 4), count=2, timeout=120)

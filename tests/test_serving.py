@@ -101,6 +101,7 @@ def test_the_models_requirements_install_tensorflow_on_every_platform() -> None:
         assert chosen == [(wheel, f"=={version}")], platform
 
 
+@pytest.mark.slow
 def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
     champion: str, shared_cbis: Path, tmp_path: Path
 ) -> None:

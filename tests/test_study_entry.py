@@ -78,7 +78,7 @@ def test_rejects_test_metric_and_bad_storage(capsys: pytest.CaptureFixture[str])
 
 
 def test_unreachable_storage_is_one_line_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 9.5: a refused connection (port 1), one line naming the fix, exit 2, before TensorFlow trains."""
+    """A refused connection (port 1), one line naming the fix, exit 2, before TensorFlow trains."""
     assert study_entry.main(["--storage", "postgresql://u:pw-xyzzy@127.0.0.1:1/db"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "Traceback" not in error, error
@@ -101,6 +101,7 @@ def test_empty_mlproject_values_mean_defaults() -> None:
     assert (budget.max_trials, budget.n_trials) == (60, None)  # a worker runs until the study has 60
 
 
+@pytest.mark.slow
 def test_study_logs_trials_plots_and_best_then_resumes(
     tiny: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,6 +162,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
+@pytest.mark.slow
 def test_pruned_and_failed_trial_runs_end_killed_and_failed(tiny: PreparedDataset) -> None:
     from mammo.errors import ConfigError
     from mammo.study import StudySettings, TrialObjective, base_config, reference_params
@@ -186,6 +188,7 @@ def test_pruned_and_failed_trial_runs_end_killed_and_failed(tiny: PreparedDatase
     assert traceback_text.startswith("Traceback") and "ConfigError" in traceback_text
 
 
+@pytest.mark.slow
 def test_fail_running_trials_fails_a_dead_journal_workers_trial_and_ends_its_runs(
     tiny: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -233,6 +236,7 @@ def _worker(argv: list[str], cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_journal_study(tiny: PreparedDataset, tmp_path: Path) -> None:
     journal = tmp_path / "s.journal"
     # One trial each keeps the test fast; tests/test_search.py interleaves 2 × 4 trials on a journal.

@@ -68,7 +68,7 @@ SECRET_PASSWORD = os.environ.get("MAMMO_POSTGRES_SECRET_PASSWORD", "pgpass-only-
 def test_a_study_through_mlflow_run_with_pgpassword_leaves_no_password_in_the_tracking_store(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """Issue 9.6, the documented route: a password-free URL, the password in PGPASSWORD, `mlflow run`."""
+    """The documented route: a password-free URL, the password in PGPASSWORD, `mlflow run`."""
     import subprocess
     import sys
 

@@ -295,6 +295,7 @@ def test_tree_ingests_with_nothing_skipped(small_tree: Path, patch: str) -> None
     assert result.patches.std(axis=(1, 2)).min() > 0  # real image content, not blank patches
 
 
+@pytest.mark.slow
 def test_mean_std_max_of_a_patch_do_not_give_the_label_away(tmp_path: Path) -> None:
     tree = generate_tree(tmp_path / "tree", cases=600, seed=0)
     result = ingest_cbis(data_dir=tree, image_size=150, patch="crop", progress=False)

@@ -44,6 +44,7 @@ def only_run(**filters: str) -> mlflow.entities.Run:
     return runs[0]
 
 
+@pytest.mark.slow
 def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, tmp_path: Path) -> None:
     argv = ["--data", str(dataset40.path), "--filters", "8-16", "--dense-units", "8", "--epochs", "2",
             "--image-size", "32", "--batch-size", "8", "--augment", "0.5", "--seed", "5", "--precision", "float32"]  # fmt: skip
@@ -105,6 +106,7 @@ def test_train_refuses_bad_parameters_and_missing_data(tmp_path: Path, capsys: p
     assert "is not a complete prepared dataset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_all_trains_six_children_under_one_parent_and_compares_them(tmp_path: Path) -> None:
     dataset = make_speck_dataset(tmp_path / "d48", size=48, train_patients=8, test_patients=3)
     argv = ["--data", str(dataset.path), "--epochs", "1", "--batch-size", "8", "--precision", "float32"]

@@ -39,6 +39,7 @@ class Recorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+@pytest.mark.slow
 def test_fit_learns_keeps_the_best_weights_and_reports_the_schedule(dataset: PreparedDataset) -> None:
     recorder = Recorder()
     result = fit(tiny_config(), dataset, callbacks=[recorder], verbose=0)
@@ -61,6 +62,7 @@ def test_fit_learns_keeps_the_best_weights_and_reports_the_schedule(dataset: Pre
     assert result.precision == "float32"
 
 
+@pytest.mark.slow
 def test_the_same_seed_reproduces_the_run_and_another_seed_does_not(dataset: PreparedDataset) -> None:
     config = tiny_config(epochs=2, augment=0.5)
     first, again = fit(config, dataset, verbose=0), fit(config, dataset, verbose=0)
@@ -70,6 +72,7 @@ def test_the_same_seed_reproduces_the_run_and_another_seed_does_not(dataset: Pre
     assert other.history["loss"] != first.history["loss"]
 
 
+@pytest.mark.slow
 def test_early_stopping_waits_patience_epochs_after_the_best_one(tmp_path: Path) -> None:
     # A learning rate far below float32 resolution leaves the weights, hence val_loss, unchanged:
     # epoch 1 stays the best, and patience 2 stops training after epoch 3.

@@ -134,7 +134,10 @@ def test_overrides_parse_cli_strings() -> None:
         ({"optimizer": "sgd"}, r"parameter optimizer='sgd' is invalid"),
         ({"image_size": 32}, r"image_size=32 is too small for 4 conv blocks .* use image_size ≥ 46"),
         ({"learning_rate": "nan"}, r"parameter learning_rate: cannot use 'nan'"),
-        ({"standardize": "maybe"}, r"parameter standardize: cannot use 'maybe' \(expected true or false\)"),
+        (
+            {"standardize": "maybe"},
+            r"parameter standardize: cannot use 'maybe' \(expected true or false \(true/yes/on/1 or false/no/off/0\), got 'maybe'\)",
+        ),
     ],
 )
 def test_bad_overrides_are_rejected_naming_the_parameter(overrides: dict, message: str) -> None:

@@ -39,6 +39,7 @@ def _budget_worker(path: str) -> None:
         workers.optimize_within_budget(study, _pruning_objective, max_trials=BUDGET, lock=lock)
 
 
+@pytest.mark.slow
 def test_three_processes_finish_exactly_the_budget_on_a_journal(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
     run_spawned(_budget_worker, (path,), count=3, timeout=180)

@@ -29,6 +29,7 @@ from mammo.data.dicom_index import index_tree, make_pool, ordered_map
 from mammo.data.masks import binary_mask_extent, crop_region
 from mammo.data.store import MANIFEST_COLUMNS
 from mammo.errors import ConfigError, DataError, RecordError
+from mammo.labels import LABELS
 
 # The four files as TCIA names them, in the order rows are read; the split comes from the name.
 CSV_FILES = (
@@ -47,7 +48,6 @@ COLUMN_NAMES = {
 REQUIRED = ("patient_id", "breast_density", "side", "view", "abnormality_id", "abnormality_type", "pathology",
             "image_path", "crop_path", "roi_path")  # fmt: skip
 PATH_KINDS = ("image", "crop", "roi")
-LABELS = {"mass": 0, "calcification": 1}
 PATHOLOGIES = ("MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK")
 CASE_COLUMNS = [
     "patient_id", "side", "view", "abnormality_id", "abnormality_type", "label", "pathology", "split", "case_id",

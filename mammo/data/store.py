@@ -25,6 +25,7 @@ import pandas as pd
 
 from mammo import __version__
 from mammo.errors import DataError
+from mammo.labels import CLASS_NAMES
 
 PATCHES_FILE = "patches.npy"
 MANIFEST_FILE = "manifest.csv"
@@ -47,7 +48,7 @@ MANIFEST_COLUMNS = [
     "split",
     "source_file",
 ]
-LABEL_NAMES = {0: "mass", 1: "calcification"}
+LABEL_NAMES = dict(enumerate(CLASS_NAMES))
 SPLITS = ("train", "test")
 
 
@@ -247,7 +248,7 @@ def open_prepared(path: str | Path) -> PreparedDataset:
         raise _incomplete(root, f"{INFO_FILE} is not valid JSON: {error}") from error
     if not isinstance(info, dict) or not isinstance(info.get("files", {}), dict):
         raise _incomplete(root, f"{INFO_FILE} is not a dataset description")
-    for name, record in info.get("files", {}).items():  # datasets prepared before 0.2 carry no records
+    for name, record in info.get("files", {}).items():  # write_prepared records each file's size
         size = (root / name).stat().st_size if (root / name).is_file() else None
         if not isinstance(record, dict) or size != record.get("bytes"):
             raise _incomplete(root, f"{name} has {size} bytes, {INFO_FILE} says {record}")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mammo.data.dicom import resize_patch
 from mammo.errors import DataError, RecordError
+from mammo.labels import CALCIFICATION, MASS
 from mammo.pixels import PIXEL_MAX
 
 FILES = {
@@ -22,10 +23,10 @@ FILES = {
     "test": ("public_test_tensor.npy", "public_test_labels.npy"),
 }
 RAW_LABELS = {  # raw label → (label, abnormality_type, pathology)
-    1: (0, "mass", "BENIGN"),
-    2: (0, "mass", "MALIGNANT"),
-    3: (1, "calcification", "BENIGN"),
-    4: (1, "calcification", "MALIGNANT"),
+    1: (MASS, "mass", "BENIGN"),
+    2: (MASS, "mass", "MALIGNANT"),
+    3: (CALCIFICATION, "calcification", "BENIGN"),
+    4: (CALCIFICATION, "calcification", "MALIGNANT"),
 }
 
 
