@@ -38,7 +38,6 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from mammo import tracking
 from mammo.decision import DEFAULT_THRESHOLD, predict_labels
 from mammo.errors import ConfigError, RecordError
-from mammo.labels import DEFAULT_THRESHOLD
 from mammo.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
 from mammo.pixels import PIXEL_MAX, as_patch_batch, scale_patches
 
