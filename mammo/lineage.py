@@ -53,6 +53,16 @@ def find_prepared(digest: str, *, run: Any = None, roots: tuple[Path, ...] | Non
     )
 
 
+def describe_dataset(digest: str, run_id: str) -> str:
+    """`<patches> patches at <folder>` for the prepared dataset a run used, as a listing shows it."""
+    try:
+        folder = find_prepared(digest, run=tracking.get_run(run_id))
+        count = json.loads((folder / INFO_FILE).read_text()).get("count", "?")
+    except (DataError, ConfigError, OSError, ValueError):
+        return "patches ?, folder not found here"
+    return f"{count} patches at {folder}"
+
+
 def dataset_of_run(run: Any) -> PreparedDataset:
     """The prepared dataset a training run used (its data_digest), wherever it lies now."""
     digest = run.data.params.get("data_digest")

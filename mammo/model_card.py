@@ -37,8 +37,13 @@ def model_card(
     *, model_name: str, version: str, alias: str, run_id: str, experiment_id: str, params: Mapping[str, str],
     metrics: Mapping[str, float], data: Mapping[str, Any], decision_status: str, decision_reason: str,
     p_value: float | None, against: str | None, artifacts: list[str] | tuple[str, ...] = PLOTS,
+    rebaseline_from: str | None = None,
 ) -> str:  # fmt: skip
-    """The Markdown card; `data` is the prepared dataset's dataset.json (source, digest, counts)."""
+    """The Markdown card; `data` is the prepared dataset's dataset.json (source, digest, counts).
+
+    `rebaseline_from` names the dataset the champion it was gated against had been trained on, when
+    that was another one (a re-baseline: both models were scored on this dataset's test split).
+    """
     counts = data.get("counts", {})
     count_text = "; ".join(
         f"{split}: " + ", ".join(f"{counts[split].get(label, 0)} {label}" for label in CLASS_NAMES)
@@ -56,10 +61,22 @@ def model_card(
         "",
         f"**Gate** (against {against or 'no champion'}){p_text}: {decision_reason}.",
         "",
+    ]
+    if rebaseline_from:
+        lines += [
+            f"**Re-baseline**: the champion it was gated against was trained on another dataset ({rebaseline_from}); "
+            "both models were scored on this dataset's test split, so the figures start a new baseline.",
+            "",
+        ]
+    overlap = data.get("patients_in_both_splits", "not recorded")
+    if not data.get("patients_known", True):
+        overlap = "unknown (the source has no patient ids)"
+    lines += [
         "## Data",
         f"- source **{data.get('source', '?')}**, prepared dataset digest `{data.get('digest', '?')}`, "
         f"{data.get('image_size', '?')} px patches",
         f"- patches: {count_text or '?'}",
+        f"- patients in both official splits: {overlap}",
     ]
     if synthetic:
         lines.append("- *synthetic default data: the figures below are not comparable with the published Model 0–5.*")

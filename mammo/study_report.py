@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from mammo import evaluation, search, tracking
+from mammo.errors import ConfigError
 
 SIGNIFICANCE = 0.05  # beats_model5 needs a McNemar p below this as well as a higher test accuracy
 BEST_PREFIX = "best_"
@@ -148,16 +149,36 @@ def _decisions(merged: pd.DataFrame, suffix: str) -> np.ndarray:
     return evaluation.predict_labels(merged[f"probability{suffix}"])
 
 
+def _dataset_of(run_id: str) -> str | None:
+    try:
+        return tracking.get_run(run_id).data.params.get("data_digest")
+    except ConfigError:  # not in this store: the predictions below say it
+        return None
+
+
+def _other_datasets(best_run_id: str, reference_run_id: str) -> tuple[str, str] | None:
+    """(best's data_digest, Model 5's) when both are known and differ, else None."""
+    best, reference = _dataset_of(best_run_id), _dataset_of(reference_run_id)
+    return (best, reference) if best and reference and best != reference else None
+
+
 def log_comparison(*, best_run_id: str, reference_run_id: str | None, parent_run_id: str) -> dict[str, Any]:
     """Tag the best run and the parent with beats_model5 and the McNemar p against the Model 5 trial.
 
     beats_model5 is "unknown" (with the reason in `beats_model5_reason`) when Model 5 has no
-    complete trial with test predictions, e.g. it failed or ran on another tracking server.
+    complete trial with test predictions, e.g. it failed or ran on another tracking server, or when
+    its run was trained on another dataset (`data_digest`) than the best one.
     """
     if reference_run_id is None:
         comparison: dict[str, Any] = {"beats_model5": "unknown", "reason": "no complete Model 5 trial in the study"}
     elif reference_run_id == best_run_id:
         comparison = {"beats_model5": False, "p_value": 1.0, "reason": MODEL5_IS_BEST}
+    elif datasets := _other_datasets(best_run_id, reference_run_id):
+        comparison = {
+            "beats_model5": "unknown",
+            "reason": f"the Model 5 run {reference_run_id} was trained on dataset {datasets[1]}, the best run on "
+            f"{datasets[0]}: their test patches differ, so they are not compared",
+        }
     else:
         try:
             best = tracking.load_run_table(best_run_id, tracking.PREDICTIONS_FILE)

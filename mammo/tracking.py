@@ -31,6 +31,9 @@ ALIAS_CHALLENGER = "challenger"
 ALIAS_PREVIOUS = "previous-champion"
 ENTRY_TAG = "mammo.entry"  # which entry point made the run: prepare, train, train_all, study, promote, ...
 VARIANT_TAG = "mammo.variant"
+# `<source>-<digest>` of the prepared dataset a run trained or was scored on: a column of the runs table
+# to Group by, so runs of different datasets are never read as one ranking.
+DATASET_TAG = "mammo.dataset"
 
 PARAM_NAMES = (
     "variant", "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay",
@@ -272,11 +275,17 @@ def log_prepared_input(dataset: Any, *, context: str = "training") -> None:
 
     meta = MetaDataset(
         source=LocalArtifactDatasetSource(str(Path(dataset.path).resolve())),
-        name=f"{dataset.source}-{dataset.digest}",
+        name=dataset_label(dataset),
         digest=dataset.digest,
         schema=None,
     )
     mlflow.log_input(meta, context=context, tags={"counts": json.dumps(dataset.info["counts"])})
+    mlflow.set_tag(DATASET_TAG, dataset_label(dataset))
+
+
+def dataset_label(dataset: Any) -> str:
+    """`<source>-<digest>`: the name a prepared dataset goes by in the runs table and in messages."""
+    return f"{dataset.source}-{dataset.digest}"
 
 
 def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None) -> None:
@@ -291,6 +300,8 @@ def log_prepare_run(dataset: Any, *, reused: bool, experiment: str | None = None
         log_params({
             "data_source": dataset.source, "data_digest": dataset.digest, "image_size": dataset.image_size,
             "prepared_dir": str(dataset.path), "data_home": str(data_home()), "reused": reused,
+            "patients_in_both_splits": "unknown" if dataset.patients_in_both_splits is None
+            else dataset.patients_in_both_splits,
         })  # fmt: skip
         log_metrics({"patches": info["count"], "skipped": info["skipped"]})
         log_prepared_input(dataset, context="prepare")

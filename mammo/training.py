@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -220,10 +221,36 @@ def predict_probabilities(model: keras.Model, splits: Splits) -> np.ndarray:
     return np.asarray(model.predict(splits.test, verbose=0), dtype=np.float64).reshape(-1)
 
 
+def effective_split_by(config: TrainConfig, dataset: PreparedDataset) -> str:
+    """The validation split a run really gets: per image on data without patient ids, whatever was asked.
+
+    On such data (`--source tensors`) every patch is its own group, so a "patient" split is a split
+    per image, with the CC and MLO views of one lesion free to land on both sides; the run says so.
+    """
+    if config.split_by == "patient" and not dataset.patients_known:
+        warnings.warn(
+            f"{dataset.path} carries no patient ids (source {dataset.source}): the validation split is per image, "
+            "so views of one lesion may fall on both sides; the run logs split_by=image.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "image"
+    return config.split_by
+
+
 def run_params(config: TrainConfig, dataset: PreparedDataset, *, precision: str) -> dict[str, str | int | float]:
-    """The params a training run logs: the config, the resolved precision, and the data's identity."""
+    """The params a training run logs: the config, the resolved precision, and the data's identity.
+
+    `data_patients_in_both_splits` is the leakage the official split itself carries ("unknown"
+    where the data has no patient ids).
+    """
     # `precision` is what was asked for (e.g. "auto"), `dtype_policy` what it resolved to here.
-    return {**config.params(), "dtype_policy": precision, "data_source": dataset.source, "data_digest": dataset.digest}
+    overlap = dataset.patients_in_both_splits
+    return {
+        **config.params(), "split_by": effective_split_by(config, dataset), "dtype_policy": precision,
+        "data_source": dataset.source, "data_digest": dataset.digest,
+        "data_patients_in_both_splits": "unknown" if overlap is None else overlap,
+    }  # fmt: skip
 
 
 def model_summary(model: keras.Model, *, header: str = "") -> str:

@@ -70,9 +70,12 @@ def test_explore_notebook_compares_the_real_csvs_with_the_synthetic_default(tmp_
     assert pathology.loc["MALIGNANT", "real"] == pytest.approx(1457 / 3568, abs=1e-3)
 
 
-def _log_variant_run(name: str, *, accuracy: float, epochs: int, labels: np.ndarray, probabilities: np.ndarray) -> None:
+def _log_variant_run(
+    name: str, *, accuracy: float, epochs: int, labels: np.ndarray, probabilities: np.ndarray, digest: str = "d1",
+    source: str = "synthetic", variant: str | None = None,
+) -> None:  # fmt: skip
     with mlflow.start_run(run_name=name):
-        mlflow.log_params({"variant": name, "seed": 0, "data_digest": "d1", "data_source": "synthetic"})
+        mlflow.log_params({"variant": variant or name, "seed": 0, "data_digest": digest, "data_source": source})
         mlflow.log_metrics({"test_accuracy": accuracy, "test_accuracy_ci_low": accuracy - 0.05,
                             "test_accuracy_ci_high": accuracy + 0.04, "test_auc": 0.9, "val_auc": 0.9})  # fmt: skip
         for epoch in range(1, epochs + 1):
@@ -105,6 +108,9 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
     labels = rng.integers(0, 2, 40)
     right = {name: rng.random(40) < accuracy for name, accuracy in (("model0", 0.6), ("model4", 0.8), ("model5", 0.9))}
     probabilities = {name: np.where(ok, labels, 1 - labels) * 0.8 + 0.1 for name, ok in right.items()}
+    # An older run on another dataset, better on its own (easier) test split: ranked apart, never first of d1.
+    _log_variant_run("other-data", accuracy=0.995, epochs=2, labels=labels, probabilities=probabilities["model5"],
+                     digest="d2", source="cbis-ddsm", variant="model3")  # fmt: skip
     # An older model5 run on the same data: the notebook compares the latest run of each variant.
     _log_variant_run("model5", accuracy=0.7, epochs=2, labels=labels, probabilities=1 - probabilities["model5"])
     for name, epochs in (("model0", 4), ("model4", 3), ("model5", 5)):
@@ -118,8 +124,12 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
 
     notebook = _execute("compare_runs.ipynb", tmp_path, monkeypatch)
     text = _text(notebook)
-    assert "5 finished runs with test metrics" in text
-    assert text.index("model5") < text.index("model4") < text.index("model0")  # ranked by test accuracy
+    assert "6 finished runs with test metrics" in text
+    assert "dataset cbis-ddsm-d2: 1 run, best test accuracy 0.9950 (other-data)" in text
+    # the study trial (no data_source) ranks with the other d1 runs
+    assert "dataset synthetic-d1: 5 runs, best test accuracy 0.9900 (trial-0)" in text
+    ranking = text[text.index("dataset synthetic-d1") :]
+    assert ranking.index("model5") < ranking.index("model4") < ranking.index("model0")  # ranked by test accuracy
     for variant, epochs, best in (("model0", 4, 3), ("model4", 3, 2), ("model5", 5, 4)):
         assert f"learning curves: {variant} {epochs} epochs, lowest val_loss at epoch {best}" in text
 

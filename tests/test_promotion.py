@@ -18,7 +18,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from entrypoints import promote as promote_entry
 from mammo import evaluation, lineage, promotion, registry, serving, tracking
+from mammo.data.store import PreparedDataset, write_prepared
 from mammo.errors import ConfigError, RegistryError
 from tests.conftest import REPO_ROOT
 from tests.test_registry import _aliases, _version, log_training_run, make_dataset, threshold_model
@@ -268,3 +270,99 @@ def test_the_gate_judges_the_rule_the_served_model_applies(tmp_path: Path) -> No
     assert (second.decision.candidate_only_right, second.decision.champion_only_right) == (
         0, round((served_accuracy - at_half) * len(labels))
     )  # fmt: skip
+
+
+def other_dataset(root: Path, *, source: str = "cbis-ddsm") -> PreparedDataset:
+    """A second prepared dataset (other content, so another digest; another source): 22 test patches."""
+    made = make_dataset(root / "staged", test_mass=10)
+    return write_prepared(
+        root / source, patches=np.asarray(made.patches), manifest=made.manifest, source=source,
+        options={"image_size": 32, "source": source},
+    )  # fmt: skip
+
+
+def log_run(dataset: PreparedDataset, threshold: float, *, val_auc: float, **params: str) -> str:
+    """A training run as train logs one, with protocol params (split_by, val_fraction, folds) as given."""
+    with tracking.start_run(run_name=f"run-{threshold}") as run:
+        protocol = {"split_by": "patient", "val_fraction": "0.2"} | params
+        tracking.log_params({"variant": "model5", "data_digest": dataset.digest, "data_source": dataset.source,
+                             "image_size": 32, **protocol})  # fmt: skip
+        tracking.log_metrics({"kept_val_auc": val_auc})
+        tracking.log_prepared_input(dataset)
+        serving.log_model(threshold_model(threshold), image_size=32, input_example=np.asarray(dataset.patches[:2]))
+        return run.info.run_id
+
+
+def test_promote_stops_on_two_datasets_and_promotes_within_the_one_data_names(tmp_path: Path, capsys) -> None:
+    synthetic = make_dataset(tmp_path / "synthetic")
+    real = other_dataset(tmp_path)
+    easy = log_run(synthetic, 0.3, val_auc=0.95)  # the easier synthetic validation scores higher
+    own = log_run(real, 0.65, val_auc=0.80)
+    assert mlflow.get_run(own).data.tags[tracking.DATASET_TAG] == f"cbis-ddsm-{real.digest}"  # the UI's Group by
+    assert mlflow.get_run(easy).data.tags[tracking.DATASET_TAG] == f"synthetic-{synthetic.digest}"
+
+    assert promote_entry.main([]) == 2
+    message = capsys.readouterr().err
+    assert f"{synthetic.digest} (synthetic, 44 patches at {synthetic.path}, 1 run)" in message
+    assert f"{real.digest} (cbis-ddsm, 42 patches at {real.path}, 1 run)" in message and "--data" in message
+    assert _registered_models() == []  # nothing registered, no lock left
+
+    assert promote_entry.main(["--data", str(real.path)]) == 0
+    assert "PROMOTED" in capsys.readouterr().out
+    assert _version(_aliases()["champion"]).run_id == own
+    # With a champion, promote alone follows its dataset: the synthetic run is never the candidate.
+    again = promotion.promote()
+    assert again.run_id == own and "already the champion" in again.decision.reason
+    with pytest.raises(ConfigError, match=rf"run {easy} was trained on dataset synthetic-{synthetic.digest}"):
+        promotion.promote(run_id=easy, data=real.path)  # a model is gated on its own dataset's test split
+
+
+def test_a_champion_of_another_dataset_is_replaced_only_by_a_rebaseline(tmp_path: Path, capsys) -> None:
+    synthetic = make_dataset(tmp_path / "synthetic")
+    real = other_dataset(tmp_path)
+    log_run(synthetic, 0.65, val_auc=0.95)
+    own = log_run(real, 0.3, val_auc=0.80)  # right on every real test patch; the champion misses 4 of them
+    assert promotion.promote(data=synthetic.path).decision.promoted
+    assert promote_entry.main(["--data", str(real.path)]) == 2
+    message = capsys.readouterr().err
+    assert f"was trained on dataset synthetic-{synthetic.digest}" in message and "--rebaseline" in message
+    assert _aliases() == {"champion": "1", "challenger": "1"}  # nothing registered, nothing moved
+    assert len(MlflowClient().search_model_versions(f"name = '{MODEL}'")) == 1
+
+    assert promote_entry.main(["--data", str(real.path), "--rebaseline"]) == 0
+    assert "re-baseline" in capsys.readouterr().out
+    assert _aliases() == {"champion": "2", "challenger": "2", "previous-champion": "1"}
+    second = _version("2")
+    assert second.run_id == own and second.tags["gate_rebaseline"] == "true"
+    assert (
+        second.tags["gate_champion_data_digest"] == synthetic.digest and second.tags["gate_data_digest"] == real.digest
+    )
+    assert float(second.tags["gate_champion_score"]) == pytest.approx(18 / 22)  # the champion on the real test split
+    assert f"**Re-baseline**: the champion it was gated against was trained on another dataset (synthetic-{synthetic.digest})" in second.description  # fmt: skip
+
+
+def test_per_image_and_cross_validation_runs_never_win_by_default(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    leaky = log_run(dataset, 0.3, val_auc=0.99, split_by="image")
+    log_run(dataset, 0.3, val_auc=0.98, folds="5", fold="0")
+    with pytest.raises(ConfigError, match=r"validated per image .* pass --allow-image-split"):
+        promotion.promote(data=dataset.path)
+    assert _registered_models() == []
+    assert promotion.promote(allow_image_split=True).run_id == leaky  # asked for: ranked (the CV fold never is)
+    plain = log_run(dataset, 0.65, val_auc=0.70)
+    assert promotion.promote().run_id == plain  # by default the per-image champion's protocol is not followed
+
+
+def test_runs_of_several_protocols_stop_until_a_champion_picks_one(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "prepared")
+    first = log_run(dataset, 0.65, val_auc=0.70)
+    log_run(dataset, 0.3, val_auc=0.90, val_fraction="0.3")
+    with pytest.raises(
+        ConfigError,
+        match=r"validated under 2 protocols \(32 px, split_by=patient, val_fraction=0.3 \(1 run\); 32 px.*--run-id",
+    ):
+        promotion.promote()
+    assert _registered_models() == []
+    assert promotion.promote(run_id=first).decision.promoted
+    again = promotion.promote()  # the champion's protocol ranks: the higher val_auc at val_fraction 0.3 does not
+    assert again.run_id == first and "already the champion" in again.decision.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import mlflow
 import optuna
 import pandas as pd
 import pytest
@@ -281,3 +282,22 @@ def test_comparison_with_model5_is_paired_and_needs_significance() -> None:
     assert close["beats_model5"] is False  # 2 discordant patches are no evidence
     with pytest.raises(ValueError, match="same patches"):
         study_report.compare_with_reference(better, model5.iloc[:-1])
+
+
+def test_model5_of_another_dataset_is_no_reference() -> None:
+    from mammo import study_report
+
+    labels = [0, 1] * 20
+    run_ids = []
+    for digest, probabilities in (("d1", [0.2, 0.8] * 20), ("d2", [0.8, 0.2] * 20)):
+        with tracking.start_run(run_name=digest) as run:
+            tracking.log_params({"data_digest": digest})
+            tracking.log_dataframe(_predictions(probabilities, labels), tracking.PREDICTIONS_FILE)
+            run_ids.append(run.info.run_id)
+    with tracking.start_run(run_name="parent") as parent:
+        pass
+    verdict = study_report.log_comparison(
+        best_run_id=run_ids[0], reference_run_id=run_ids[1], parent_run_id=parent.info.run_id
+    )
+    assert verdict["beats_model5"] == "unknown" and "trained on dataset d2, the best run on d1" in verdict["reason"]
+    assert mlflow.get_run(parent.info.run_id).data.tags[tracking.BEATS_MODEL5_TAG] == "unknown"

@@ -41,3 +41,20 @@ def test_loading_a_folder_that_is_not_prepared_says_how_to_fix(tmp_path: Path) -
 def test_write_rejects_wrong_dtype(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="uint16"):
         write_prepared(tmp_path, patches=np.zeros((2, 4, 4), np.float32), manifest=_manifest(2), source="x", options={})
+
+
+def test_patients_in_both_official_splits_are_counted_and_recorded(tmp_path: Path, shared_cbis: Path) -> None:
+    from mammo.data.cbis import read_case_descriptions
+    from mammo.data.store import patients_in_both_splits
+
+    # The real CBIS-DDSM split is by abnormality: 31 of its patients have patches on both sides.
+    assert patients_in_both_splits(read_case_descriptions(shared_cbis / "csv")) == 31
+    manifest = _manifest(6)  # patients P_00000..P_00002, two rows each; rows 4-5 (P_00002) are test
+    manifest.loc[5, "patient_id"] = "P_00000"  # P_00000 now in train and test
+    patches = np.zeros((6, 8, 8), np.uint16)
+    dataset = write_prepared(tmp_path / "a", patches=patches, manifest=manifest, source="x", options={})
+    assert dataset.info["patients_in_both_splits"] == 1 == load_prepared(tmp_path / "a").patients_in_both_splits
+    unknown = write_prepared(
+        tmp_path / "b", patches=patches, manifest=manifest, source="x", options={}, patients_known=False
+    )
+    assert unknown.info["patients_in_both_splits"] is None and unknown.patients_in_both_splits is None

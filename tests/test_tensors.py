@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,21 @@ def test_float_tensors_are_scaled_per_dataset_not_per_patch(tmp_path: Path) -> N
     _write_tensors(tmp_path / "ref", size=32)
     plain = prepare(source="tensors", data_dir=tmp_path / "ref", out=tmp_path / "c", image_size=32).dataset
     assert np.abs(scaled.patches.astype(int) - plain.patches.astype(int)).max() <= 1  # the same pixels back
+
+
+def test_tensors_carry_no_patients_so_a_patient_split_is_logged_as_per_image(tmp_path: Path) -> None:
+    from mammo.training import run_params
+    from mammo.variants import make_config
+
+    _write_tensors(tmp_path / "npy")
+    dataset = prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out", image_size=32).dataset
+    assert dataset.info["patients_known"] is False and dataset.patients_in_both_splits is None
+    config = make_config("model5")
+    assert config.split_by == "patient"
+    with pytest.warns(UserWarning, match="carries no patient ids .* logs split_by=image"):
+        params = run_params(config, dataset, precision="float32")
+    assert params["split_by"] == "image" and params["data_patients_in_both_splits"] == "unknown"
+    synthetic_like = make_config("model5", split_by="image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked per image: logged as asked, no warning
+        assert run_params(synthetic_like, dataset, precision="float32")["split_by"] == "image"

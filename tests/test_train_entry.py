@@ -57,6 +57,8 @@ def test_train_logs_every_name_and_a_servable_model(dataset40: PreparedDataset, 
     assert (params["filters"], params["seed"], params["image_size"], params["epochs"]) == ("8-16", "5", "32", "2")
     assert (params["data_source"], params["data_digest"]) == ("specks", dataset40.digest)
     assert params["variant"] == "model5" and params["l2"] == "5e-05"  # untouched values keep the variant's
+    assert params["data_patients_in_both_splits"] == str(dataset40.patients_in_both_splits)  # leakage the data carries
+    assert run.data.tags[tracking.DATASET_TAG] == f"specks-{dataset40.digest}"  # the runs table's Group by column
     pixels = np.asarray(dataset40.patches[dataset40.split_indices("train")], dtype=np.float64) / 65535
     assert params["standardize"] == "True"  # the quick schedule's default; the stats are the train split's
     assert pixels.min() < float(params["standardize_mean"]) < pixels.max() and float(params["standardize_std"]) > 0

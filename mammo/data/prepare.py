@@ -133,7 +133,13 @@ def prepare(
         patches, manifest, skipped = _read_source(options, workers=workers, progress=progress)
         _check_splits(manifest, skipped, out_dir)
         dataset = write_prepared(
-            out_dir, patches=patches, manifest=manifest, source=source, options=options, skipped=skipped
+            out_dir,
+            patches=patches,
+            manifest=manifest,
+            source=source,
+            options=options,
+            skipped=skipped,
+            patients_known=source != "tensors",  # the tensors carry no patient: each patch is its own group
         )
     return PrepareResult(dataset=dataset, reused=False, skipped=skipped)
 

@@ -77,6 +77,19 @@ class PreparedDataset:
     def image_size(self) -> int:
         return int(self.info["image_size"])
 
+    @property
+    def patients_known(self) -> bool:
+        """False when the source carries no patient ids (tensors: every patch is its own "patient")."""
+        return bool(self.info.get("patients_known", True))
+
+    @property
+    def patients_in_both_splits(self) -> int | None:
+        """Patients with patches in both official splits (the leakage the data itself carries); None if unknown."""
+        if not self.patients_known:
+            return None
+        recorded = self.info.get("patients_in_both_splits")
+        return int(recorded) if recorded is not None else patients_in_both_splits(self.manifest)
+
     def split_indices(self, split: str) -> np.ndarray:
         """Row indices of the official `train` or `test` split."""
         if split not in SPLITS:
@@ -91,6 +104,17 @@ def compute_digest(patches: np.ndarray, manifest: pd.DataFrame) -> str:
     sha.update(np.ascontiguousarray(patches).tobytes())
     sha.update(manifest[MANIFEST_COLUMNS].to_csv(index=False).encode())
     return sha.hexdigest()[:16]
+
+
+def patients_in_both_splits(rows: pd.DataFrame) -> int:
+    """How many patient_ids have rows in both the official train and test splits.
+
+    The official CBIS-DDSM split is by abnormality, not patient: a patient's mass can be in train and
+    their calcification in test. Counted, so that the test figures can be read with it in mind.
+    """
+    train = set(rows.loc[rows["split"] == "train", "patient_id"].dropna())
+    test = set(rows.loc[rows["split"] == "test", "patient_id"].dropna())
+    return len(train & test)
 
 
 def count_by_split_and_label(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -109,10 +133,12 @@ def write_prepared(
     source: str,
     options: dict[str, Any],
     skipped: list[dict[str, str]] | None = None,
+    patients_known: bool = True,
 ) -> PreparedDataset:
     """Write the three files into a staging folder beside `out_dir`, then publish them atomically.
 
-    `options` are kept so a second identical prepare is a no-op. Readers never see a mix: the old
+    `options` are kept so a second identical prepare is a no-op. `patients_known` is False for a
+    source without patient ids, whose patient split is then really a split per image. Readers never see a mix: the old
     dataset.json goes first, the files are renamed into place (a process that has the old
     patches.npy memory-mapped keeps its inode, unharmed), and the new dataset.json, which records
     every file's size and SHA-256, comes last. A writer killed at any point leaves either the old
@@ -143,6 +169,8 @@ def write_prepared(
             "counts": count_by_split_and_label(manifest),
             "image_size": int(patches.shape[1]) if len(patches) else int(options.get("image_size", 0)),
             "digest": compute_digest(patches, manifest),
+            "patients_known": patients_known,
+            "patients_in_both_splits": patients_in_both_splits(manifest) if patients_known else None,
             "skipped": len(skipped),
             "skipped_reasons": dict(Counter(s["reason"] for s in skipped)),
             "tool_version": __version__,
