@@ -49,6 +49,7 @@ def _printed_table(text: str, title: str) -> pd.DataFrame:
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 def test_explore_notebook_compares_the_real_csvs_with_the_synthetic_default(tmp_path, monkeypatch) -> None:
     notebook = _execute("explore_data.ipynb", tmp_path, monkeypatch, MAMMO_NOTEBOOK_CASES="48")
     text = _text(notebook)
