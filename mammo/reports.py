@@ -282,7 +282,12 @@ def comparison_markdown(table: pd.DataFrame, *, data_source: str | None) -> str:
         "ci_low/ci_high: 95 % Wilson interval of our test accuracy; published_*: the published project's "
         "figures (– where it published none)."
     )
-    return f"**Note:** {note}\n\n{legend}\n\n{markdown_table(table)}"
+    text = f"**Note:** {note}\n\n{legend}\n\n{markdown_table(table)}"
+    from mammo.backbones import BACKBONES  # Keras is loaded already where a series is compared
+
+    if set(table["variant"]) & set(BACKBONES):  # a series with backbones: the published ones beside them
+        text += "\n" + published.transfer_anchors_markdown()
+    return text
 
 
 def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT, data_source: str | None = None) -> None:

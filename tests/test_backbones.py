@@ -189,3 +189,90 @@ def test_gradcam_finds_the_last_conv_inside_the_backbone_and_matches_the_same_ne
     np.testing.assert_allclose(nested_maps, saliency.gradcam(flat, images, layer_name="block5_conv3"), atol=1e-4)
     np.testing.assert_allclose(saliency.gradcam(model, images, layer_name="block4_conv3"),
                                saliency.gradcam(flat, images, layer_name="block4_conv3"), atol=1e-4)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_backbone_run_logs_both_phases_and_its_model_predicts_in_a_fresh_venv(
+    dataset: PreparedDataset, tmp_path: Path, shared_cbis: Path
+) -> None:
+    import mlflow
+
+    from mammo import serving, tracking
+    from mammo.training import train_run
+    from tests.test_model_portable import predict_in_fresh_venv
+    from tests.test_serving import DICOM
+
+    config = backbone_config("mobilenetv3small", epochs=2, unfreeze_blocks=1, patience=0)
+    run_id, result, _ = train_run(config, dataset, verbose=0)
+    run = tracking.get_run(run_id)
+    assert run.data.params["backbone"] == "mobilenetv3small" and run.data.params["weights"] == "none"
+    assert run.data.params["weights_sha256"] == "none" and "filters" not in run.data.params
+    phases = mlflow.MlflowClient().get_metric_history(run_id, "phase")
+    assert [(point.step, point.value) for point in phases] == [(1, 1.0), (2, 2.0)]
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    assert "plots/gradcam_worst.png" in artifacts  # Grad-CAM found the conv inside the backbone
+
+    outside = tmp_path / "elsewhere"
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}", dst_path=str(outside / "model")
+        )
+    )
+    patches = np.asarray(dataset.patches[dataset.split_indices("test")])
+    np.save(outside / "patches.npy", patches)
+    dicom = outside / "crop.dcm"
+    dicom.write_bytes((shared_cbis / DICOM).read_bytes())
+    fresh = predict_in_fresh_venv(model_dir, patches=outside / "patches.npy", dicom=dicom, folder=outside)
+    assert Path(fresh["code"]).is_relative_to(model_dir)
+    here = serving.predict_batches(serving.load(f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"), patches)
+    assert fresh["patches"] == pytest.approx(here.tolist(), abs=1e-6)
+    assert fresh["patches"] == pytest.approx(result.probabilities.tolist(), abs=1e-5)
+    assert len(fresh["dicom"]) == 1 and 0.0 <= fresh["dicom"][0] <= 1.0
+
+
+def test_the_study_space_offers_backbones_only_on_request_and_model5_stays_trial_0() -> None:
+    import optuna
+
+    from mammo import search, study
+
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert "backbone" not in search.suggest_params(plain.ask(), image_size=64)  # the default space is unchanged
+    drawn = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [
+        search.suggest_params(drawn.ask(), image_size=64, backbones=("vgg16", "mobilenetv3small")) for _ in range(30)
+    ]
+    kinds = {point["backbone"] for point in points}
+    assert kinds == {"scratch", "vgg16", "mobilenetv3small"}
+    base = make_config("model5", epochs=2, image_size=64, weights="none")
+    for point in points:
+        config = study.trial_config(base, point, reference=False)
+        if point["backbone"] == "scratch":
+            assert not config.backbone and "unfreeze_blocks" not in point and len(config.filters) == point["blocks"]
+        else:
+            assert config.backbone == point["backbone"] and config.weights == "none" and config.image_size == 64
+            assert config.unfreeze_blocks == point["unfreeze_blocks"] and "filters" not in point
+            assert config.finetune_learning_rate == point["finetune_learning_rate"] and not config.standardize
+    reference = study.reference_params(base, backbones=("vgg16",))
+    assert (
+        reference["backbone"] == "scratch" and study.trial_config(base, reference, reference=True).variant == "model5"
+    )
+    assert "backbone" not in study.reference_params(base)
+    with pytest.raises(ConfigError, match=r"--backbones: unknown \['resnet'\]"):
+        study.settings_from_options({"backbones": "resnet", "n_trials": 1}).check()
+
+
+def test_comparison_md_shows_the_published_transfer_anchors_beside_a_series_with_backbones() -> None:
+    import pandas as pd
+
+    from mammo import reports
+    from mammo.series import parse_variants
+
+    assert parse_variants("model5,efficientnetb0,vgg16") == ["model5", "efficientnetb0", "vgg16"]
+    assert parse_variants(None) == list(VARIANTS)  # the default series stays Model 0–5
+    table = pd.DataFrame({"variant": ["model5", "vgg16"], "test_accuracy": [0.84, 0.9], "test_patches": [336, 336]})
+    text = reports.comparison_markdown(table, data_source="cbis-ddsm")
+    assert "## Published transfer-learning anchors" in text
+    assert "| 91.37 % | leoll2/MedicalCNN | the published project's own 336-patch test set" in text
+    assert "92.53 % | arXiv:1803.01906" in text and "92.33 %" in text and "not grouped by patient" in text
+    scratch = reports.comparison_markdown(table.iloc[:1], data_source="cbis-ddsm")
+    assert "transfer-learning anchors" not in scratch
