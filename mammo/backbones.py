@@ -27,15 +27,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import keras
 import numpy as np
 
 from mammo.errors import ConfigError, MammoError
-
-if TYPE_CHECKING:
-    from mammo.variants import TrainConfig
 
 BACKBONE_LAYER = "backbone"  # the nested keras.applications model inside ours
 INPUT_LAYER = "to_backbone_input"  # grey [0, 1] → what the backbone's preprocess_input returns
@@ -66,7 +63,7 @@ BACKBONES: dict[str, Backbone] = {
 """The backbones offered as variants (the variant name is the key)."""
 
 
-def backbone_for(config: TrainConfig) -> Backbone:
+def backbone_for(config: Any) -> Backbone:  # a variants.TrainConfig (variants imports this module)
     if config.variant not in BACKBONES and config.backbone not in BACKBONES:
         raise ConfigError(f"no backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}.")
     return BACKBONES[config.backbone or config.variant]
@@ -219,7 +216,7 @@ def to_backbone_input(backbone: Backbone, image_size: int) -> keras.Model:
     return keras.Model(inputs, normalized, name=INPUT_LAYER)
 
 
-def build_backbone_model(config: TrainConfig, *, dtype_policy: str) -> tuple[keras.Model, WeightsInfo]:
+def build_backbone_model(config: Any, *, dtype_policy: str) -> tuple[keras.Model, WeightsInfo]:
     """The variant's backbone with our input and head; the backbone starts frozen (phase 1)."""
     backbone = backbone_for(config)
     base, info = make_backbone(
