@@ -54,6 +54,7 @@ def add_switch(parser: argparse.ArgumentParser, flag: str, *, help: str) -> None
 OVERRIDES = (
     "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay", "batch_size", "epochs", "patience",
     "augment", "image_size", "seed", "split_by", "val_fraction", "standardize", "threshold",
+    "weights", "unfreeze_blocks", "finetune_learning_rate", "head_epochs",
 )  # fmt: skip
 OVERRIDE_HELP = {
     "filters": "Conv2D filters per block, e.g. 32-64-128-256", "dense_units": "hidden Dense units (0 = none)",
@@ -64,6 +65,10 @@ OVERRIDE_HELP = {
     "seed": "seeds everything", "split_by": "validation split by patient or image", "val_fraction": "e.g. 0.2",
     "standardize": "true/false: centre and scale the input with the train split's mean/std",
     "threshold": "decision threshold chosen on validation: fixed (0.5), youden or sensitivity:<target, e.g. 0.9>",
+    "weights": "backbones: imagenet (Keras's download, cached under KERAS_HOME), none, or a weights file's path",
+    "unfreeze_blocks": "backbones: top blocks trained in phase 2 (0 = frozen)",
+    "finetune_learning_rate": "backbones: phase 2's learning rate, e.g. 1e-5",
+    "head_epochs": "backbones: phase 1 (head only) epochs; 0 = half of --epochs",
 }  # fmt: skip
 
 

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--image-size", type=optional_int, help="train at this size (default: the dataset's; patches are resized)")
     add("--seed", type=optional_int, default=0, help="seeds the sampler and every trial (default %(default)s)")
     add("--schedule", choices=tuple(SCHEDULES), default="quick", help="(default %(default)s)")
+    add("--backbones", type=optional_str, help="backbones to search besides scratch, e.g. vgg16,efficientnetb0")
+    add("--weights", type=optional_str, default="imagenet", help="backbone trials' weights: imagenet, none or a file")
     add(
         "--best-model",
         choices=study.BEST_MODEL_CHOICES,

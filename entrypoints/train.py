@@ -12,12 +12,12 @@ import argparse
 from entrypoints import add_config_arguments, config_from_args, parse, report_errors
 from mammo import tracking
 from mammo.data.prepare import open_dataset
-from mammo.variants import VARIANTS
+from mammo.variants import ALL_VARIANTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=tuple(VARIANTS), default="model5", help="(default %(default)s)")
+    parser.add_argument("--variant", choices=tuple(ALL_VARIANTS), default="model5", help="(default %(default)s)")
     add_config_arguments(parser)
     return parse(parser, argv)
 

@@ -22,6 +22,8 @@ Module map (one line each):
     data/prepare source → prepared dataset, with the skip report; the default folder per options
     feature_maps the conv blocks' arithmetic: feature-map side, deepest stack, smallest image (pure)
     variants     Model 0–5 as a table of hyperparameters + one Functional builder
+    backbones    pretrained keras.applications backbones: the table, the builder, the weights
+    finetune     two-phase fine-tuning (head, then the top blocks) in one epoch counter
     pipeline     tf.data input from the memory map, standardisation statistics, augmentation layers
     training     fit with callbacks, the kept checkpoint and the decision threshold; one run's logging
     series       train_all: the variants (× seeds, × folds) as child runs, then the comparison

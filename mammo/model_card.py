@@ -17,6 +17,7 @@ from mammo.labels import CLASS_NAMES
 HYPERPARAMETERS = (
     "filters", "dense_units", "dropout", "l2", "optimizer", "learning_rate", "lr_decay", "batch_size", "epochs",
     "patience", "augment", "image_size", "standardize", "split_by", "val_fraction", "seed", "schedule", "dtype_policy",
+    "backbone", "weights", "weights_file", "weights_sha256", "unfreeze_blocks", "finetune_learning_rate", "head_epochs",
 )  # fmt: skip
 PLOTS = (
     tracking.PLOT_CURVES, tracking.PLOT_CONFUSION, tracking.PLOT_ROC, tracking.PLOT_CALIBRATION, tracking.PLOT_WORST,

@@ -49,6 +49,45 @@ PUBLISHED: dict[str, PublishedScores] = {
 PUBLISHED_COLUMNS = ("published_test_accuracy", "published_test_wrong", "published_test_worst")
 
 
+@dataclass(frozen=True)
+class TransferAnchor:
+    """A published transfer-learning result on CBIS-DDSM mass vs calcification, with what it was measured on."""
+
+    model: str  # what was fine-tuned
+    variant: str  # our nearest variant
+    test_accuracy_percent: float
+    source: str
+    caveat: str  # the split it was measured on, and why it does or does not compare with ours
+
+
+TRANSFER_ANCHORS: tuple[TransferAnchor, ...] = (
+    TransferAnchor(
+        "VGG16, ImageNet weights, fine-tuned", "vgg16", 91.37, "leoll2/MedicalCNN",
+        f"the published project's own {TEST_PATCHES}-patch test set (the one of Model 0–5); its validation was per "
+        "image, as for Model 0–5",
+    ),
+    TransferAnchor(
+        "VGG, ImageNet weights, fine-tuned", "vgg16", 92.53, "arXiv:1803.01906",
+        "the paper's own CBIS-DDSM patches and split, not the 336-patch test set",
+    ),
+    TransferAnchor(
+        "EfficientNet-B0 at 224 px, ImageNet weights", "efficientnetb0", 92.33, "(reported; random split)",
+        "a random split of patches, not grouped by patient: views of one lesion on both sides make it optimistic",
+    ),
+)  # fmt: skip
+"""Every result above ~89 % starts from ImageNet weights; from scratch, published peers stop at 81–85 %."""
+
+
+def transfer_anchors_markdown() -> str:
+    """The anchors as a markdown section for comparison.md, each with its split caveat."""
+    rows = [
+        f"| {anchor.model} | {anchor.variant} | {anchor.test_accuracy_percent:.2f} % | {anchor.source} | {anchor.caveat} |"
+        for anchor in TRANSFER_ANCHORS
+    ]
+    header = "| published model | our variant | test accuracy | source | measured on |\n| --- | --- | --- | --- | --- |"
+    return "## Published transfer-learning anchors\n\n" + header + "\n" + "\n".join(rows) + "\n"
+
+
 def published_columns(variants: object) -> pd.DataFrame:
     """PUBLISHED_COLUMNS for each variant name (fractions and counts), NaN for unknown variants/numbers.
 

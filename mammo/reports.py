@@ -336,7 +336,12 @@ def comparison_markdown(table: pd.DataFrame, *, data_source: str | None) -> str:
     )
     if failures:
         failures = f"**Failed runs** (their rows count only the runs that finished):\n\n{failures}\n"
-    return f"**Note:** {note}\n\n{legend}\n\n{failures}{markdown_table(table)}"
+    text = f"**Note:** {note}\n\n{legend}\n\n{failures}{markdown_table(table)}"
+    from mammo.backbones import BACKBONES  # Keras is loaded already where a series is compared
+
+    if set(table["variant"]) & set(BACKBONES):  # a series with backbones: the published ones beside them
+        text += "\n" + published.transfer_anchors_markdown()
+    return text
 
 
 def log_comparison(table: pd.DataFrame, *, reference: str = REFERENCE_VARIANT, data_source: str | None = None) -> None:

@@ -13,6 +13,8 @@ figures that `plots.plot_gradcam` draws from these maps.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,19 +29,57 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """The last 2-D convolution of `model`, found by walking its layers (no name is assumed).
 
     The study builds architectures with any number of blocks and names, and a model may start with a
-    `standardize` Normalization layer, so the layer is found by type. Layers of a nested model (a
-    sub-model used as one layer) are not searched: mammo's builder makes flat Functional models.
+    `standardize` Normalization layer, so the layer is found by type. Where the top level has none,
+    the last nested model that has one is searched (a pretrained backbone used as one layer).
 
     Raises:
-        ValueError: the model has no Conv2D-like layer at its top level.
+        ValueError: the model has no Conv2D-like layer, at its top level or in a nested model.
     """
     for layer in reversed(model.layers):
         if isinstance(layer, CONV_LAYERS) and len(layer.output.shape) == 4:
             return layer
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            with contextlib.suppress(ValueError):
+                return last_conv_layer(layer)
     raise ValueError(
-        f"model {model.name!r} has no Conv2D/SeparableConv2D/DepthwiseConv2D layer at its top level, so Grad-CAM "
-        "has no feature map to weight; pass layer_name= naming a layer with a 4-D (batch, H, W, C) output."
+        f"model {model.name!r} has no Conv2D/SeparableConv2D/DepthwiseConv2D layer, at its top level or in a nested "
+        "model, so Grad-CAM has no feature map to weight; pass layer_name= naming a layer with a 4-D (batch, H, W, C) output."
     )
+
+
+def _holder(model: keras.Model, layer: keras.layers.Layer) -> keras.Model | None:
+    """The nested model of `model` whose own layers include `layer` (None when `layer` is top level)."""
+    if any(candidate is layer for candidate in model.layers):
+        return None
+    for candidate in model.layers:
+        if isinstance(candidate, keras.Model) and any(inner is layer for inner in candidate.layers):
+            return candidate
+    raise ValueError(
+        f"layer {layer.name!r} is neither in model {model.name!r} nor one nested model deep; pass layer_name=."
+    )
+
+
+def _nested_score_model(model: keras.Model, layer: keras.layers.Layer, holder: keras.Model):
+    """(features, what feeds the head) for a chain of layers where `holder`, one link, holds `layer`.
+
+    A feature map inside a nested model is no output of the outer graph, so the outer layers are
+    called one after another (mammo's backbone models are a single chain) and the nested one
+    through a model that also returns the feature map.
+    """
+    inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
+    chain = [link for link in model.layers if not isinstance(link, keras.layers.InputLayer)]
+
+    def score(images: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        x, features = images, None
+        for link in chain[:-1]:
+            if link is holder:
+                features, x = inner(x, training=training)
+            else:
+                x = link(x, training=training)
+        return features, x
+
+    return score, chain[-1]
 
 
 def _score_model(model: keras.Model, layer: keras.layers.Layer) -> tuple[keras.Model, keras.layers.Layer | None]:
@@ -69,8 +109,14 @@ def gradcam(
     array = np.asarray(images, dtype=np.float32)
     if array.ndim != 4:
         raise ValueError(f"images must be (n, H, W, C) as the model takes them, got shape {array.shape}")
-    layer = model.get_layer(layer_name) if layer_name else last_conv_layer(model)
-    score_model, head = _score_model(model, layer)
+    layer = _named_layer(model, layer_name) if layer_name else last_conv_layer(model)
+    holder = _holder(model, layer)
+    if holder is None:
+        score_model, head = _score_model(model, layer)
+    else:
+        score_model, head = _nested_score_model(model, layer, holder)
+        if not (isinstance(head, keras.layers.Dense) and head.activation is keras.activations.sigmoid):
+            raise ValueError(f"model {model.name!r} must end in a Dense sigmoid for Grad-CAM inside a nested model.")
     maps = [
         _gradcam_batch(score_model, head, array[start : start + batch_size], threshold)
         for start in range(0, len(array), batch_size)
@@ -78,6 +124,18 @@ def gradcam(
     if not maps:
         return np.zeros((0, *array.shape[1:3]), dtype=np.float32)
     return np.concatenate(maps)
+
+
+def _named_layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """`model.get_layer(name)`, or the layer of that name inside a nested model."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            with contextlib.suppress(ValueError):
+                return _named_layer(layer, name)
+    raise ValueError(f"no layer {name!r} in model {model.name!r} or its nested models")
 
 
 def _gradcam_batch(

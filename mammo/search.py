@@ -65,6 +65,11 @@ DENSE_UNITS = (16, 128, 16)  # model5: 48
 LEARNING_RATE_RANGE = (1e-4, 1e-2)  # log; model5: 1e-3
 BATCH_SIZES = (32, 64, 128)  # model5: 128 as published, 32 under the quick schedule
 AUGMENT_RANGE = (0.0, 1.5)  # 0 off, 1.0 the published strength; model5: 1.0
+# Backbones, on request (--backbones): `backbone` picks the scratch family or a pretrained backbone;
+# a backbone trial draws its head's dropout/learning rate/batch/augmentation and its fine-tuning.
+SCRATCH = "scratch"
+UNFREEZE_BLOCKS = (0, 6)  # top blocks trained in phase 2 (0 = head only)
+FINETUNE_LEARNING_RATE_RANGE = (1e-6, 1e-4)  # log; the Keras guide: 1e-5
 
 
 def metric_direction(metric: str) -> str:
@@ -79,8 +84,31 @@ def metric_direction(metric: str) -> str:
     return METRIC_DIRECTIONS[metric]
 
 
-def suggest_params(trial: optuna.Trial, *, image_size: int) -> dict[str, Any]:
-    """Draw one point of the space; depth is capped so the feature map never shrinks below 1×1."""
+def suggest_params(trial: optuna.Trial, *, image_size: int, backbones: Sequence[str] = ()) -> dict[str, Any]:
+    """Draw one point of the space; depth is capped so the feature map never shrinks below 1×1.
+
+    With `backbones`, `backbone` is drawn first among the scratch family and those; a backbone
+    trial then draws only what a backbone has (no filters, blocks, dense units or L2).
+    """
+    if backbones:
+        backbone = trial.suggest_categorical("backbone", (SCRATCH, *backbones))
+        if backbone != SCRATCH:
+            return {
+                "backbone": backbone,
+                "dropout": trial.suggest_float("dropout", *DROPOUT_RANGE),
+                "learning_rate": trial.suggest_float("learning_rate", *LEARNING_RATE_RANGE, log=True),
+                "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
+                "augment": trial.suggest_float("augment", *AUGMENT_RANGE),
+                "unfreeze_blocks": trial.suggest_int("unfreeze_blocks", *UNFREEZE_BLOCKS),
+                "finetune_learning_rate": trial.suggest_float(
+                    "finetune_learning_rate", *FINETUNE_LEARNING_RATE_RANGE, log=True
+                ),
+            }
+        return {"backbone": SCRATCH, **_suggest_scratch(trial, image_size=image_size)}
+    return _suggest_scratch(trial, image_size=image_size)
+
+
+def _suggest_scratch(trial: optuna.Trial, *, image_size: int) -> dict[str, Any]:
     deepest = min(BLOCKS[1], max_blocks(image_size))
     if deepest < BLOCKS[0]:
         raise ConfigError(
@@ -122,9 +150,10 @@ def space_params(config_params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Trial params → keyword overrides for `variants.make_config`."""
-    overrides = {key: value for key, value in params.items() if key not in ("base_filters", "blocks")}
-    overrides["filters"] = filters_for(params["base_filters"], params["blocks"])
+    """Trial params → keyword overrides for `variants.make_config` (the variant is `params["backbone"]`'s)."""
+    overrides = {key: value for key, value in params.items() if key not in ("base_filters", "blocks", "backbone")}
+    if params.get("backbone", SCRATCH) == SCRATCH:
+        overrides["filters"] = filters_for(params["base_filters"], params["blocks"])
     return overrides
 
 

@@ -19,7 +19,7 @@ from mammo import tracking
 from mammo.data.store import PreparedDataset
 from mammo.errors import ConfigError, MammoError
 from mammo.trial_runs import TRACEBACK_FILE, failure_line, record_failure
-from mammo.variants import VARIANTS, TrainConfig
+from mammo.variants import ALL_VARIANTS, VARIANTS, TrainConfig
 
 
 def parse_seeds(text: str | None, *, first: int = 0) -> list[int]:
@@ -39,9 +39,9 @@ def parse_seeds(text: str | None, *, first: int = 0) -> list[int]:
 
 def parse_variants(text: str | None) -> list[str]:
     names = [name.strip() for name in (text or ",".join(VARIANTS)).split(",") if name.strip()]
-    unknown = [name for name in names if name not in VARIANTS]
+    unknown = [name for name in names if name not in ALL_VARIANTS]  # backbones on request
     if unknown or not names:
-        raise ConfigError(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}.")
+        raise ConfigError(f"--variants: unknown {unknown}; choose from {', '.join(ALL_VARIANTS)}.")
     return names
 
 

@@ -82,6 +82,8 @@ class StudySettings:
     grace_period: int = search.GRACE_PERIOD
     max_retry: int = search.MAX_RETRY
     verbose: int | None = None
+    backbones: tuple[str, ...] = ()  # pretrained backbones the space may pick besides the scratch family
+    weights: str = "imagenet"  # a backbone trial's starting weights (imagenet, none or a file)
 
     def check(self) -> None:
         """Every bad value named with its fix, before the storage or TensorFlow is touched."""
@@ -97,6 +99,13 @@ class StudySettings:
             raise ConfigError(f"--max-trials must be at least 1, got {self.max_trials}.")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
+        from mammo.backbones import BACKBONES, check_weights
+
+        unknown = [name for name in self.backbones if name not in BACKBONES]
+        if unknown:
+            raise ConfigError(f"--backbones: unknown {unknown}; choose from {', '.join(BACKBONES)} (comma-separated).")
+        if self.backbones:
+            check_weights(self.weights)
         if self.best_model not in BEST_MODEL_CHOICES:
             raise ConfigError(f"--best-model must be one of {', '.join(BEST_MODEL_CHOICES)}; got {self.best_model!r}.")
 
@@ -115,6 +124,8 @@ def settings_from_options(options: dict[str, Any], *, quiet: bool = False) -> St
     values = {name: options.get(name) for name in SETTING_NAMES}
     if values["n_trials"] is None and values["max_trials"] is None and values["timeout"] is None:
         values["n_trials"] = DEFAULT_N_TRIALS
+    if isinstance(values["backbones"], str):  # --backbones vgg16,efficientnetb0
+        values["backbones"] = tuple(name.strip() for name in values["backbones"].split(",") if name.strip())
     chosen = {name: value for name, value in values.items() if value is not None or name in NONE_IS_A_CHOICE}
     return StudySettings(**chosen, verbose=0 if quiet else None)
 
@@ -136,7 +147,7 @@ def base_config(settings: StudySettings, dataset: PreparedDataset) -> TrainConfi
 
     return make_config(
         "model5", schedule=settings.schedule, epochs=settings.epochs, seed=settings.seed,
-        image_size=settings.image_size or dataset.image_size,
+        image_size=settings.image_size or dataset.image_size, weights=settings.weights if settings.backbones else None,
     )  # fmt: skip
 
 
@@ -144,15 +155,18 @@ def trial_config(base: TrainConfig, params: dict[str, Any], *, reference: bool) 
     """Model 5's config with the trial's point of the space (validated like any CLI override)."""
     from mammo.variants import make_config
 
+    backbone = params.get("backbone", search.SCRATCH)
+    variant, weights = ("model5", None) if backbone == search.SCRATCH else (backbone, base.weights)
     config = make_config(
-        "model5", schedule=base.schedule, epochs=base.epochs, seed=base.seed, image_size=base.image_size,
-        precision=base.precision, **search.config_overrides(params),
+        variant, schedule=base.schedule, epochs=base.epochs, seed=base.seed, image_size=base.image_size,
+        precision=base.precision, weights=weights, **search.config_overrides(params),
     )  # fmt: skip
     return config if reference else dataclasses.replace(config, variant=SEARCH_VARIANT)
 
 
-def reference_params(config: TrainConfig) -> dict[str, Any]:
-    return search.space_params(dataclasses.asdict(config))
+def reference_params(config: TrainConfig, *, backbones: tuple[str, ...] = ()) -> dict[str, Any]:
+    point = search.space_params(dataclasses.asdict(config))
+    return {"backbone": search.SCRATCH, **point} if backbones else point
 
 
 def objective_value(history: dict[str, list[float]], *, metric: str, best_epoch: int) -> float:
@@ -210,11 +224,13 @@ class TrialObjective:
         from mammo.training import MlflowEpochLogger, run_params
 
         try:
-            params = search.suggest_params(trial, image_size=self.base.image_size)
+            params = search.suggest_params(trial, image_size=self.base.image_size, backbones=self.settings.backbones)
             reference = trial.user_attrs.get(search.REFERENCE_ATTR) == search.REFERENCE_VALUE
             config = trial_config(self.base, params, reference=reference)
             tracking.set_tags({"mammo.variant": config.variant})
             tracking.log_params(run_params(config, self.dataset, precision=choose_precision(config.precision)))
+            if "backbone" in params and not config.backbone:  # a backbone trial logs its own with the config
+                tracking.log_params({"backbone": search.SCRATCH})
             tracking.log_prepared_input(self.dataset, context="training")
             # After the epoch logger, so a pruned trial's run keeps the epoch it was pruned at.
             callbacks = [MlflowEpochLogger(), KerasPruningCallback(trial, self.settings.metric)]
@@ -369,11 +385,13 @@ def open_study(settings: StudySettings, *, dataset: PreparedDataset, base: Train
         "epochs": base.epochs, "image_size": base.image_size, "data_digest": dataset.digest,
         "schedule": base.schedule, "seed": base.seed,
     }  # fmt: skip
+    if settings.backbones:  # a study without backbones keeps the conditions earlier studies stored
+        conditions |= {"backbones": ",".join(settings.backbones), "weights": settings.weights}
     return search.load_study(
         study_name=settings.study_name, storage=storage, metric=settings.metric,
         sampler=search.make_sampler(settings.sampler, seed=settings.seed),
         pruner=search.make_pruner(settings.pruner, epochs=base.epochs), attrs=conditions,
-        reference_params=reference_params(base),
+        reference_params=reference_params(base, backbones=settings.backbones),
     )  # fmt: skip
 
 

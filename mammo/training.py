@@ -9,6 +9,8 @@ training plots, the model summary and the served model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -44,6 +46,7 @@ class TrainResult:
     threshold: float = DEFAULT_THRESHOLD  # decision threshold chosen on validation (config.threshold)
     penalty: float = 0.0  # the kept weights' L2 term (Keras adds it to val_loss; test_loss adds it too)
     end_penalty: float = 0.0  # the same for the last epoch's weights
+    weights_params: dict[str, str] = dataclasses.field(default_factory=dict)  # a backbone's weights file and hash
 
     @property
     def epochs_run(self) -> int:
@@ -148,33 +151,44 @@ def fit(
     keras.utils.set_random_seed(config.seed)
     precision = choose_precision(config.precision)
     splits = make_datasets(dataset, config)
-    model = build_model(config, dtype_policy=precision, pixel_stats=splits.pixel_stats)
-    optimizer = make_optimizer(config)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    # jit_compile=False: XLA made model5 about 2× slower on the 2-core CPU (9 vs 20 img/s, measured).
-    model.compile(
-        optimizer=optimizer, loss="binary_crossentropy", jit_compile=False,
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
-    )  # fmt: skip
+    weights_params: dict[str, str] = {}
+    if config.backbone:
+        from mammo.backbones import build_backbone_model
+
+        model, weights = build_backbone_model(config, dtype_policy=precision)
+        weights_params = weights.params()
+    else:
+        model = build_model(config, dtype_policy=precision, pixel_stats=splits.pixel_stats)
+        compile_model(model, config, precision=precision)
     best = BestWeights()
     own: list[keras.callbacks.Callback] = [LearningRateLogger(), best]
     if config.patience > 0:
         own.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+    if config.backbone:
+        from mammo import finetune
+
+        own.insert(0, finetune.PhaseMarker())
     started = time.perf_counter()
     # One endless iterator with epochs counted in steps: re-creating the tf.data iterator at each
     # epoch (the default for a finite dataset) sometimes stalled for ~18 s with the CPU idle on the
     # 2-core machine (measured: 4 epochs took 111 s that way and 91 s repeated). The stall was the
     # iterator's destructor joining tf.data's autotuning thread; `pipeline.without_autotuning` removes
     # it (it struck the endless iterator too, once, at the end of fit).
-    history = model.fit(
-        splits.train.repeat(), steps_per_epoch=splits.train_steps, validation_data=splits.val, epochs=config.epochs,
+    fit_epochs = functools.partial(
+        model.fit, splits.train.repeat(), steps_per_epoch=splits.train_steps, validation_data=splits.val,
         callbacks=[*own, *callbacks], shuffle=False, verbose=default_verbosity() if verbose is None else verbose,
     )  # fmt: skip
+    if config.backbone:  # phase 1 head only, phase 2 the top blocks: one epoch counter, one kept checkpoint
+        logs = finetune.fit_in_phases(
+            model, config, marker=own[0], fit_epochs=fit_epochs,
+            compile_model=lambda net, rate: compile_model(net, config, precision=precision, learning_rate=rate),
+        )  # fmt: skip
+    else:
+        history = fit_epochs(epochs=config.epochs)
+        logs = {name: [float(value) for value in values] for name, values in history.history.items()}
     seconds = time.perf_counter() - started
     end_probabilities = predict_probabilities(model, splits)
     end_penalty = regularization_penalty(model)
-    logs = {name: [float(value) for value in values] for name, values in history.history.items()}
     epochs_run = len(logs.get("loss", []))
     # The kept checkpoint differs from the last epoch's weights only when val_loss was lower earlier.
     restored = best.weights is not None and best.best_epoch != epochs_run
@@ -193,7 +207,24 @@ def fit(
         threshold=decision_threshold(config, dataset.labels[splits.val_indices], val_probabilities),
         penalty=regularization_penalty(model),
         end_penalty=end_penalty,
+        weights_params=weights_params,
     )
+
+
+def compile_model(
+    model: keras.Model, config: TrainConfig, *, precision: str, learning_rate: float | None = None
+) -> None:
+    """Compile with the config's optimizer (at `learning_rate` if given), loss and metrics."""
+    if learning_rate is not None:
+        config = dataclasses.replace(config, learning_rate=learning_rate)
+    optimizer = make_optimizer(config)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    # jit_compile=False: XLA made model5 about 2× slower on the 2-core CPU (9 vs 20 img/s, measured).
+    model.compile(
+        optimizer=optimizer, loss="binary_crossentropy", jit_compile=False,
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )  # fmt: skip
 
 
 def decision_threshold(config: TrainConfig, val_labels: np.ndarray, val_probabilities: np.ndarray) -> float:
@@ -293,6 +324,8 @@ def train_run(
             if config.standardize:  # the statistics baked into the model's Normalization layer
                 mean, std = result.splits.pixel_stats
                 tracking.log_params({"standardize_mean": f"{mean:.6g}", "standardize_std": f"{std:.6g}"})
+            if result.weights_params:  # where a backbone's starting weights came from, and their hash
+                tracking.log_params(result.weights_params)
             metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model, phases=phases)
             tracking.log_metrics(phases.metrics())
         except Exception as error:  # the run ends FAILED as the error leaves the `with`; say why on it first

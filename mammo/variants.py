@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 
+from mammo.backbones import BACKBONES, DEFAULT_IMAGE_SIZE, check_weights
 from mammo.booleans import parse_boolean
 from mammo.data.splits import SPLIT_MODES
 from mammo.errors import ConfigError
@@ -55,6 +56,16 @@ Flatten and the output; models 0–2 use Adam(1e-3) without decay (RMSprop with 
 model3), Keras' default batch of 32 and no early stopping (it arrives in model3), though their
 best-val_loss epoch is still reported as the "opt" checkpoint next to the last ("end") epoch.
 """
+
+# Pretrained backbones (mammo.backbones): the Keras transfer-learning guide's recipe, Adam 1e-3 for the
+# head with the backbone frozen, then the top blocks at 1e-5; dropout 0.2 before the head as there.
+_BACKBONE = _BASE | {
+    "filters": (), "dropout": 0.2, "early_stopping": True, "augment": 1.0, "image_size": DEFAULT_IMAGE_SIZE,
+    "weights": "imagenet", "unfreeze_blocks": 2, "finetune_learning_rate": 1e-5,
+}  # fmt: skip
+BACKBONE_VARIANTS: dict[str, dict[str, Any]] = {name: _BACKBONE | {"backbone": name} for name in BACKBONES}
+"""Pretrained backbones as variants: trained on request (train --variant, train_all --variants), never by default."""
+ALL_VARIANTS = VARIANTS | BACKBONE_VARIANTS
 
 SCHEDULES: dict[str, dict[str, Any]] = {
     # quick: sized for `mlflow run . -e train` on 2 CPU cores in under 5 minutes, first-use prepare
@@ -99,6 +110,11 @@ class TrainConfig:
     threshold: str = "fixed"  # decision threshold, chosen on validation: fixed (0.5), youden, sensitivity:<target>
     folds: int = 0  # cross-validation (train_all --folds): validation is fold `fold` of `folds` patient folds
     fold: int = 0
+    backbone: str = ""  # a mammo.backbones name; "" = the from-scratch Conv2D family
+    weights: str = "none"  # backbone start: imagenet, none, or a weights file's path
+    unfreeze_blocks: int = 0  # backbone blocks (from the top) trained in phase 2
+    finetune_learning_rate: float = 1e-5  # phase 2's learning rate
+    head_epochs: int = 0  # phase 1 epochs (head only); 0 = half of `epochs`, rounded up
 
     def params(self) -> dict[str, str | int | float]:
         """The run's MLflow params (tracking.PARAM_NAMES less the data ones, + schedule/precision/optimizer)."""
@@ -106,9 +122,12 @@ class TrainConfig:
         values["filters"] = "-".join(str(count) for count in self.filters)
         if not self.folds:  # fold/folds only mean something in a cross-validated run
             del values["fold"], values["folds"]
+        for name in BACKBONE_FIELDS if not self.backbone else ("filters",):
+            del values[name]  # a backbone has no filters; a scratch model no backbone settings
         return values
 
 
+BACKBONE_FIELDS = ("backbone", "weights", "unfreeze_blocks", "finetune_learning_rate", "head_epochs")
 _FIELD_TYPES = {field.name: field.type for field in fields(TrainConfig)}
 
 
@@ -118,20 +137,20 @@ def make_config(variant: str = "model5", *, schedule: str = "quick", **overrides
     Overrides may be CLI strings ("32-64-128-256", "1e-3", "true"); each is parsed to the field's
     type and range-checked, so a typo fails here, before any data is read.
     """
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if variant not in ALL_VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {', '.join(ALL_VARIANTS)}.")
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
     unknown = sorted(set(overrides) - set(_FIELD_TYPES) - {"variant", "schedule"})
     if unknown:
         raise ConfigError(f"unknown parameter(s) {unknown}; known: {', '.join(_FIELD_TYPES)}.")
-    row = dict(VARIANTS[variant])
+    row = dict(ALL_VARIANTS[variant])
     plan = SCHEDULES[schedule]
     values: dict[str, Any] = {key: value for key, value in row.items() if key != "early_stopping"}
     values["epochs"] = plan["epochs"]
     values["patience"] = plan["patience"] if row["early_stopping"] else 0
     values["batch_size"] = plan.get("batch_size", row["batch_size"])
-    values["standardize"] = plan["standardize"]
+    values["standardize"] = plan["standardize"] and not row.get("backbone")  # a backbone has its own scaling
     for name, raw in overrides.items():
         if raw is not None:
             values[name] = _parse(name, raw)
@@ -210,7 +229,8 @@ def _parse_bool(raw: Any) -> bool:
 def _validate(config: TrainConfig) -> None:
     """Range checks with the fix in the message (optuna's style: name=value and the allowed range)."""
     checks = [
-        (len(config.filters) >= 1 and all(count >= 1 for count in config.filters), "filters", "positive counts like 32-64-128"),
+        (bool(config.backbone) or (len(config.filters) >= 1 and all(count >= 1 for count in config.filters)),
+         "filters", "positive counts like 32-64-128"),
         (config.dense_units >= 0, "dense_units", "≥ 0 (0 = no hidden Dense layer)"),
         (0.0 <= config.dropout < 1.0, "dropout", "in [0, 1) (0 = no Dropout layer)"),
         (config.l2 >= 0.0, "l2", "≥ 0"),
@@ -230,9 +250,14 @@ def _validate(config: TrainConfig) -> None:
         (config.folds == 0 or config.folds >= 2, "folds", "0 (no cross-validation) or ≥ 2"),
         (0 <= config.fold < max(config.folds, 1), "fold", "in 0..folds-1"),
     ]  # fmt: skip
+    if config.backbone:
+        checks += _backbone_checks(config)
     for ok, name, allowed in checks:
         if not ok:
             raise ConfigError(f"parameter {name}={getattr(config, name)!r} is invalid: must be {allowed}.")
+    if config.backbone:
+        check_weights(config.weights)
+        return
     side = feature_size(config.image_size, len(config.filters))
     if side < 1:
         minimum = max(16, min_image_size(len(config.filters)))
@@ -240,6 +265,17 @@ def _validate(config: TrainConfig) -> None:
             f"parameter image_size={config.image_size} is too small for {len(config.filters)} conv blocks "
             f"(3×3 valid conv + 2×2 pool each): use image_size ≥ {minimum} or fewer filters."
         )
+
+
+def _backbone_checks(config: TrainConfig) -> list[tuple[bool, str, str]]:
+    return [
+        (config.backbone in BACKBONES, "backbone", f"one of {', '.join(BACKBONES)}"),
+        (config.image_size >= 32, "image_size", "≥ 32 for a pretrained backbone (224 as it was trained)"),
+        (not config.standardize, "standardize", "false for a backbone (it applies its own preprocess_input)"),
+        (config.unfreeze_blocks >= 0, "unfreeze_blocks", "≥ 0 (0 = the backbone stays frozen)"),
+        (config.finetune_learning_rate > 0, "finetune_learning_rate", "> 0"),
+        (0 <= config.head_epochs <= config.epochs, "head_epochs", f"in 0..epochs={config.epochs} (0 = half)"),
+    ]  # fmt: skip
 
 
 def threshold_rule(text: str) -> tuple[str, float | None]:
@@ -272,6 +308,10 @@ def build_model(
     """
     if dtype_policy not in PRECISIONS or dtype_policy == "auto":
         raise ConfigError(f"dtype_policy must be a resolved policy (float32, mixed_*), got {dtype_policy!r}.")
+    if config.backbone:
+        from mammo.backbones import build_backbone_model
+
+        return build_backbone_model(config, dtype_policy=dtype_policy)[0]
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="patch")  # (batch, S, S, 1)
     x = inputs

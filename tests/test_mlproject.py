@@ -59,7 +59,8 @@ def test_every_cli_flag_is_an_mlproject_parameter_with_a_non_blank_default() -> 
             parser_flags |= {flag[2:].replace("-", "_") for flag in action.option_strings if flag.startswith("--")}
         hyperparameters = {"filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay", "batch_size",
                            "epochs", "patience", "augment", "image_size", "seed", "split_by", "val_fraction",
-                           "standardize", "threshold"}  # fmt: skip
+                           "standardize", "threshold", "weights", "unfreeze_blocks", "finetune_learning_rate",
+                           "head_epochs"}  # fmt: skip
         declared = set(entry["parameters"])
         undeclared = parser_flags - declared - {"help", "experiment"}
         if name in ("train", "train_all", "main"):

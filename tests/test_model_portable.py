@@ -49,7 +49,19 @@ def test_the_champion_loads_and_predicts_in_a_fresh_venv_built_from_its_requirem
     dicom = outside / "crop.dcm"
     dicom.write_bytes((shared_cbis / DICOM).read_bytes())
 
-    venv = outside / "venv"
+    result = predict_in_fresh_venv(model_dir, patches=outside / "patches.npy", dicom=dicom, folder=outside)
+
+    assert Path(result["code"]).is_relative_to(model_dir)  # the model's own copy of the package
+    model = mlflow.pyfunc.load_model(champion)
+    assert result["patches"] == pytest.approx(serving.predict_batches(model, patches).tolist(), abs=1e-6)
+    assert result["labels"] == [int(p > serving.threshold(model)) for p in result["patches"]]
+    here = serving.predict_batches(model, patch_from_dicom(dicom, size=SIZE)[0][None])
+    assert result["dicom"] == pytest.approx(here.tolist(), abs=1e-6)
+
+
+def predict_in_fresh_venv(model_dir: Path, *, patches: Path, dicom: Path, folder: Path) -> dict:
+    """CHECK's output for a downloaded model, run in a new venv under `folder` built from its requirements.txt."""
+    venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     # The project's pip installs into the new interpreter (`--python`), from the pip cache where it can.
     install = subprocess.run(
@@ -60,20 +72,13 @@ def test_the_champion_loads_and_predicts_in_a_fresh_venv_built_from_its_requirem
     assert install.returncode == 0, install.stderr[-3000:]
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": str(outside),
+        "HOME": str(folder),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     check = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", CHECK, str(model_dir), str(outside / "patches.npy"), str(dicom)],
-        cwd=outside, env=env, capture_output=True, text=True, timeout=600,
+        [str(venv / "bin" / "python"), "-c", CHECK, str(model_dir), str(patches), str(dicom)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr[-3000:]
-    result = json.loads(check.stdout.strip().splitlines()[-1])
-
-    assert Path(result["code"]).is_relative_to(model_dir)  # the model's own copy of the package
-    model = mlflow.pyfunc.load_model(champion)
-    assert result["patches"] == pytest.approx(serving.predict_batches(model, patches).tolist(), abs=1e-6)
-    assert result["labels"] == [int(p > serving.threshold(model)) for p in result["patches"]]
-    here = serving.predict_batches(model, patch_from_dicom(dicom, size=SIZE)[0][None])
-    assert result["dicom"] == pytest.approx(here.tolist(), abs=1e-6)
+    return json.loads(check.stdout.strip().splitlines()[-1])
