@@ -24,7 +24,7 @@ from mammo.data.store import PreparedDataset
 from mammo.errors import ConfigError
 from mammo.pipeline import Splits, make_datasets, train_stream
 from mammo.precision import choose_precision
-from mammo.resume import EpochCheckpoint, Start, checkpoint_folder, weights_digest
+from mammo.resume import ROOT_ENV, EpochCheckpoint, Start, checkpoint_folder, weights_digest
 from mammo.variants import TrainConfig, build_model, make_optimizer, regularization_penalty
 
 
@@ -170,6 +170,7 @@ def fit(
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
     )  # fmt: skip
     best = BestWeights()
+    best.set_model(model)  # also when a resumed run has no epoch left to fit
     own: list[keras.callbacks.Callback] = [LearningRateLogger(), best]
     stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
     if config.patience > 0:
@@ -287,7 +288,12 @@ def train_run(
     ) as run:  # fmt: skip
         with phases("start"):
             checkpoint = run_checkpoint(run.info.run_id, params=params, upload_every=checkpoint_every)
-            logged = tracking.metric_steps(run.info.run_id, "loss") if checkpoint.exists() else frozenset()
+            logged = tracking.metric_steps(run.info.run_id, "loss") if reopened else frozenset()
+            if logged and not checkpoint.exists():
+                raise ConfigError(
+                    f"run {run.info.run_id} has {len(logged)} epochs logged but no checkpoint in {checkpoint.folder} "
+                    f"or its artifacts; set {ROOT_ENV} to the checkpoint folder of the machine it trained on."
+                )
             if not checkpoint.exists():
                 tracking.log_params(params)
                 tracking.log_prepared_input(dataset, context="training")

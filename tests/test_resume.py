@@ -70,6 +70,15 @@ def test_a_fit_stopped_after_an_epoch_and_resumed_is_the_uninterrupted_fit(
     assert weights_digest(resumed.model.get_weights()) == weights_digest(whole.model.get_weights())
     assert np.array_equal(resumed.end_probabilities, whole.end_probabilities)
 
+    # Killed after the last epoch's checkpoint, while reporting: the resume fits nothing and gives the same.
+    done = tmp_path / "done"
+    with pytest.raises(RuntimeError, match="stopped"):
+        fit(config, dataset40, verbose=0, checkpoint=EpochCheckpoint(done, fingerprint=config.params()),
+            callbacks=[StopAfter(whole.epochs_run)])  # fmt: skip
+    reported = fit(config, dataset40, verbose=0, checkpoint=EpochCheckpoint(done, fingerprint=config.params()))
+    assert reported.history == whole.history and reported.best_epoch == whole.best_epoch
+    assert weights_digest(reported.model.get_weights()) == weights_digest(whole.model.get_weights())
+
     other = make_config("model5", precision="float32", epochs=EPOCHS, **(FLAGS | {"seed": "6"}))
     with pytest.raises(ConfigError, match=r"another config \(seed 5 -> 6\)"):
         fit(other, dataset40, verbose=0, checkpoint=EpochCheckpoint(tmp_path / "run", fingerprint=other.params()))
