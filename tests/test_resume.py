@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,3 +150,28 @@ def test_train_killed_at_a_random_epoch_then_resumed_ends_as_an_uninterrupted_ru
     code, output = _finish(_train(dataset40.path, tmp_path, "--resume", run_id))
     assert code == 2 and f"train: error: run {run_id} is FINISHED: there is nothing to resume" in output
     print(f"killed after epoch {killed_at} of {EPOCHS} (asked {kill_after}); resumed run {run_id} FINISHED")
+
+
+@pytest.mark.slow
+def test_a_run_resumed_from_its_uploaded_checkpoint_logs_every_epoch_once(
+    dataset40: PreparedDataset, tmp_path: Path
+) -> None:
+    """Another machine (no local copy) fetches the checkpoint uploaded every 2 epochs and redoes epoch 3."""
+    from mammo.training import train_run
+
+    config = make_config("model5", precision="float32", epochs=4, **(FLAGS | {"patience": "0"}))
+    with pytest.raises(RuntimeError, match="stopped"):
+        train_run(config, dataset40, callbacks=[StopAfter(3)], checkpoint_every=2, log_model=False, verbose=0)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    assert run.info.status == "FAILED" and sorted(
+        m.step for m in client.get_metric_history(run.info.run_id, "loss")
+    ) == [1, 2, 3]
+    shutil.rmtree(tmp_path / "checkpoints")  # this machine has no copy: the artifact's (epoch 2) is fetched
+
+    run_id, result, _ = train_run(config, dataset40, resume_run_id=run.info.run_id, log_model=False, verbose=0)
+    assert run_id == run.info.run_id and client.get_run(run_id).info.status == "FINISHED"
+    for name in tracking.EPOCH_METRICS:
+        history = client.get_metric_history(run_id, name)
+        assert sorted(m.step for m in history) == [1, 2, 3, 4], name
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(result.history[name], rel=1e-6)
