@@ -26,6 +26,7 @@ Module map (one line each):
     finetune     two-phase fine-tuning (head, then the top blocks) in one epoch counter
     pipeline     tf.data input from the memory map, standardisation statistics, augmentation layers
     training     fit with callbacks, the kept checkpoint and the decision threshold; one run's logging
+    resume       the epoch checkpoint (weights, optimizer, kept-best, early stopping) and the resume of a run
     series       train_all: the variants (× seeds, × folds) as child runs, then the comparison
     crossval     cross-validated comparison: mean ± sd over folds, corrected paired t-test (pure)
     evaluation   metrics, confidence intervals (Wilson, DeLong), McNemar, wrong/worst, calibration, threshold

@@ -93,18 +93,51 @@ def pixel_stats(patches: np.ndarray, rows: np.ndarray, *, chunk: int = 256) -> t
     return mean, math.sqrt(max(total_sq / count - mean**2, 0.0))
 
 
-def _batched(indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConfig, training: bool) -> tf.data.Dataset:
+def train_stream(dataset: PreparedDataset, config: TrainConfig, indices: np.ndarray, *, start_step: int = 0):
+    """The endless training input `fit` reads, from step `start_step` on (where a resumed run goes on).
+
+    Epoch e's order is the e-th reshuffle of one seeded shuffle and its augmentation the next draws
+    of the seeded Random* layers, so the stream started at step k gives exactly the batches k, k+1, …
+    of the stream started at 0: the index batches before k are skipped before any pixel is read,
+    and the layers' seed counters are moved on by k steps' draws (`advance_draws`).
+    """
+    return _batched(indices, dataset=dataset, config=config, training=True, start_step=start_step)
+
+
+def advance_draws(augmenter: keras.Sequential, *, steps: int) -> None:
+    """Move the augmentation layers' seed counters on by `steps` batches' draws, as if they had run.
+
+    Each Random* layer draws from a SeedGenerator whose state advances by a fixed count per call,
+    whatever the batch holds; one call on a dummy batch measures the count.
+    """
+    if steps <= 0:
+        return
+    before = [np.array(variable) for variable in augmenter.variables]
+    augmenter(tf.zeros((1, 8, 8, 1)), training=True)
+    for variable, start in zip(augmenter.variables, before, strict=True):
+        variable.assign(start + steps * (np.array(variable) - start))
+
+
+def _batched(
+    indices: np.ndarray, *, dataset: PreparedDataset, config: TrainConfig, training: bool,
+    start_step: int | None = None,
+) -> tf.data.Dataset:  # fmt: skip
+    """One pass over `indices` in batches; with `start_step`, the endless stream from that step on."""
     labels = dataset.labels[indices].astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), labels))
     if training:
         data = data.shuffle(len(indices), seed=config.seed, reshuffle_each_iteration=True)
     resize = resizer(config.image_size) if dataset.patches.shape[1] != config.image_size else None
     load = functools.partial(_load_batch, patches=dataset.patches, resize=resize)
-    data = data.batch(config.batch_size).map(load, num_parallel_calls=AUTOTUNE)
+    data = data.batch(config.batch_size)
+    if start_step is not None:  # each repetition reshuffles; skipped batches are indices only
+        data = data.repeat().skip(start_step)
+    data = data.map(load, num_parallel_calls=AUTOTUNE)
     if not training:
         return without_autotuning(data.cache().prefetch(AUTOTUNE))
     if config.augment > 0:
         augmenter = augmentation(config.augment, config.seed)
+        advance_draws(augmenter, steps=start_step or 0)
         # One call at a time: the Random* layers draw from a stateful SeedGenerator, and a parallel
         # map hands those draws out in a racing order (measured: two same-seed runs differed).
         # Augmenting a batch takes milliseconds against ~1 s for a training step, and prefetch

@@ -280,8 +280,9 @@ def plot_subgroups(table: pd.DataFrame) -> Figure:
     accuracy_axes, auc_axes = figure.subplots(1, 2, sharey=True)
     for axes, metric in ((accuracy_axes, "accuracy"), (auc_axes, "auc")):
         value = table[metric].to_numpy(dtype=float)
-        low = np.nan_to_num(value - table[f"{metric}_ci_low"].to_numpy(dtype=float))
-        high = np.nan_to_num(table[f"{metric}_ci_high"].to_numpy(dtype=float) - value)
+        # Clipped at 0: an interval's rounded end can sit a hair inside its point (1.0 vs 0.9999999).
+        low = np.clip(np.nan_to_num(value - table[f"{metric}_ci_low"].to_numpy(dtype=float)), 0, None)
+        high = np.clip(np.nan_to_num(table[f"{metric}_ci_high"].to_numpy(dtype=float) - value), 0, None)
         axes.errorbar(value, rows, xerr=np.vstack([low, high]), fmt="o", capsize=3, color=TRAIN_COLOR)
         axes.axvline(0.5, color="grey", linestyle=":")
         axes.set(xlim=(0, 1.02), xlabel=f"{metric if metric == 'accuracy' else 'AUC'} (95 % CI)")

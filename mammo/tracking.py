@@ -34,6 +34,8 @@ VARIANT_TAG = "mammo.variant"
 # `<source>-<digest>` of the prepared dataset a run trained or was scored on: a column of the runs table
 # to Group by, so runs of different datasets are never read as one ranking.
 DATASET_TAG = "mammo.dataset"
+KEPT_WEIGHTS_TAG = "mammo.kept_weights_sha256"  # the kept weights' bytes: equal tags, bit-identical weights
+CHECKPOINT_ARTIFACTS = "checkpoint"  # a run's last uploaded epoch checkpoint (train --checkpoint-every)
 
 PARAM_NAMES = (
     "variant", "filters", "dense_units", "dropout", "l2", "learning_rate", "lr_decay",
@@ -146,15 +148,19 @@ def ready_store() -> None:
 @contextmanager
 def start_run(
     *, run_name: str | None = None, experiment: str | None = None, nested: bool = False, parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None, system_metrics: bool | None = None,
+    tags: Mapping[str, str] | None = None, system_metrics: bool | None = None, run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
-    """Open a run, or resume the one `mlflow run` created (MLFLOW_RUN_ID).
+    """Open a run, reopen `run_id` (a resumed training), or resume the one `mlflow run` created (MLFLOW_RUN_ID).
 
     `system_metrics` turns on MLflow's system metrics (CPU, memory; GPU where pynvml finds one),
     sampled in a background thread, so the UI's System metrics tab is filled for training runs.
     None leaves it to MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
     """
     ready_store()
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
+            yield run
+        return
     active = mlflow.active_run()
     if active is not None and not nested and parent_run_id is None:
         yield active
@@ -177,6 +183,43 @@ def start_run(
         log_system_metrics=system_metrics,
     ) as run:
         yield run
+
+
+def project_run_id() -> str | None:
+    """The run `mlflow run` opened for this process (MLFLOW_RUN_ID), read without taking it."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+def refuse_finished(run_id: str) -> None:
+    """A ConfigError unless `run_id` is a run that can go on (RUNNING after a kill, FAILED, KILLED)."""
+    from mammo.errors import ConfigError
+
+    status = get_run(run_id).info.status
+    if status == "FINISHED":
+        raise ConfigError(f"run {run_id} is FINISHED: there is nothing to resume; train a new run without --resume.")
+
+
+def metric_steps(run_id: str, name: str) -> frozenset[int]:
+    """The steps at which a run has logged metric `name`."""
+    return frozenset(metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, name))
+
+
+def log_artifact(local_path: Path, artifact_path: str) -> None:
+    """Upload one file to the active run's artifacts under `artifact_path`, replacing an older copy."""
+    mlflow.log_artifact(str(local_path), artifact_path=artifact_path)
+
+
+def fetch_artifact(run_id: str, artifact_file: str, folder: Path) -> Path | None:
+    """Download one artifact of a run into `folder` (under its own name); None when the run has none."""
+    import shutil
+
+    listed = {info.path for info in mlflow.MlflowClient().list_artifacts(run_id, str(Path(artifact_file).parent))}
+    if artifact_file not in listed:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp)
+        return Path(shutil.move(path, folder / Path(artifact_file).name))
 
 
 UI_LOCAL = "http://127.0.0.1:5000"  # where `make ui` serves a local store

@@ -25,8 +25,10 @@ import tensorflow as tf
 from mammo import tracking
 from mammo.data.store import PreparedDataset
 from mammo.decision import DEFAULT_THRESHOLD
-from mammo.pipeline import Splits, make_datasets
+from mammo.errors import ConfigError
+from mammo.pipeline import Splits, make_datasets, train_stream
 from mammo.precision import choose_precision
+from mammo.resume import ROOT_ENV, EpochCheckpoint, Start, checkpoint_folder, weights_digest
 from mammo.variants import TrainConfig, build_model, make_optimizer, regularization_penalty
 
 
@@ -100,10 +102,20 @@ class BestWeights(keras.callbacks.Callback):
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs tracking.EPOCH_METRICS to the active run after each epoch, step = 1-based epoch."""
+    """Logs tracking.EPOCH_METRICS to the active run after each epoch, step = 1-based epoch.
+
+    `logged` are the steps the run already has (a resumed run redoes the epochs after its last
+    uploaded checkpoint, with the same values): they are not logged twice.
+    """
+
+    def __init__(self, logged: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.logged = logged
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        if epoch + 1 in self.logged:
+            return
         tracking.log_metrics({name: logs[name] for name in tracking.EPOCH_METRICS if name in logs}, step=epoch + 1)
 
 
@@ -139,12 +151,14 @@ def default_verbosity() -> int:
 
 def fit(
     config: TrainConfig, dataset: PreparedDataset, *, callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int | None = None,
+    verbose: int | None = None, checkpoint: EpochCheckpoint | None = None,
 ) -> TrainResult:  # fmt: skip
     """Train `config` on `dataset`; the same seed on the same machine gives the same result.
 
     Seeds: keras.utils.set_random_seed (Python, NumPy, TF, Keras) before building anything, the
     shuffle and the augmentation layers seeded from config.seed, augmentation run sequentially.
+    With a `checkpoint`, every epoch is saved, and a saved one is where the fit goes on from: the
+    result is then the one an uninterrupted fit would have given (`mammo.resume`).
     """
     make_deterministic()
     quiet_retracing_notes()
@@ -161,13 +175,27 @@ def fit(
         model = build_model(config, dtype_policy=precision, pixel_stats=splits.pixel_stats)
         compile_model(model, config, precision=precision)
     best = BestWeights()
+    best.set_model(model)  # also when a resumed run has no epoch left to fit
     own: list[keras.callbacks.Callback] = [LearningRateLogger(), best]
+    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
     if config.patience > 0:
-        own.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+        own.append(stopping)
     if config.backbone:
         from mammo import finetune
 
         own.insert(0, finetune.PhaseMarker())
+        if checkpoint is not None and checkpoint.exists():
+            raise ConfigError(
+                f"{config.variant}: resuming a backbone run is not supported (its two phases change what trains); "
+                "start it again without --resume."
+            )
+        checkpoint = None  # a backbone run's phases recompile the model: its epochs are not checkpointed
+    start = Start()
+    if checkpoint is not None:  # after the callbacks it saves, before the caller's (the epoch metrics)
+        checkpoint.watch(best=best, early_stopping=stopping if config.patience > 0 else None)
+        start = checkpoint.restore(model)
+        own.append(checkpoint)
+    stream = train_stream(dataset, config, splits.train_indices, start_step=start.epoch * splits.train_steps)
     started = time.perf_counter()
     # One endless iterator with epochs counted in steps: re-creating the tf.data iterator at each
     # epoch (the default for a finite dataset) sometimes stalled for ~18 s with the CPU idle on the
@@ -175,20 +203,24 @@ def fit(
     # iterator's destructor joining tf.data's autotuning thread; `pipeline.without_autotuning` removes
     # it (it struck the endless iterator too, once, at the end of fit).
     fit_epochs = functools.partial(
-        model.fit, splits.train.repeat(), steps_per_epoch=splits.train_steps, validation_data=splits.val,
+        model.fit, stream, steps_per_epoch=splits.train_steps, validation_data=splits.val,
         callbacks=[*own, *callbacks], shuffle=False, verbose=default_verbosity() if verbose is None else verbose,
     )  # fmt: skip
+    history = {}
     if config.backbone:  # phase 1 head only, phase 2 the top blocks: one epoch counter, one kept checkpoint
-        logs = finetune.fit_in_phases(
+        history = finetune.fit_in_phases(
             model, config, marker=own[0], fit_epochs=fit_epochs,
             compile_model=lambda net, rate: compile_model(net, config, precision=precision, learning_rate=rate),
         )  # fmt: skip
-    else:
-        history = fit_epochs(epochs=config.epochs)
-        logs = {name: [float(value) for value in values] for name, values in history.history.items()}
-    seconds = time.perf_counter() - started
+    elif not start.done(config.epochs):
+        history = fit_epochs(epochs=config.epochs, initial_epoch=start.epoch).history
+    seconds = start.fit_seconds + time.perf_counter() - started
     end_probabilities = predict_probabilities(model, splits)
     end_penalty = regularization_penalty(model)
+    logs = {
+        name: [float(value) for value in (*start.history.get(name, ()), *history.get(name, ()))]
+        for name in dict.fromkeys([*start.history, *history])
+    }
     epochs_run = len(logs.get("loss", []))
     # The kept checkpoint differs from the last epoch's weights only when val_loss was lower earlier.
     restored = best.weights is not None and best.best_epoch != epochs_run
@@ -230,7 +262,6 @@ def compile_model(
 def decision_threshold(config: TrainConfig, val_labels: np.ndarray, val_probabilities: np.ndarray) -> float:
     """The threshold `config.threshold` asks for, chosen on the validation predictions of the kept weights."""
     from mammo import evaluation
-    from mammo.errors import ConfigError
     from mammo.variants import threshold_rule
 
     method, target = threshold_rule(config.threshold)
@@ -294,7 +325,7 @@ def train_run(
     config: TrainConfig, dataset: PreparedDataset, *, run_name: str | None = None, nested: bool = False,
     parent_run_id: str | None = None, callbacks: Sequence[keras.callbacks.Callback] = (), log_model: bool = True,
     tags: Mapping[str, str] | None = None, experiment: str | None = None, verbose: int | None = None,
-    started: list[str] | None = None,
+    started: list[str] | None = None, resume_run_id: str | None = None, checkpoint_every: int = 0,
 ) -> tuple[str, TrainResult, dict[str, float]]:  # fmt: skip
     """Train and log one MLflow run; returns (run_id, result, the final metrics logged).
 
@@ -302,25 +333,51 @@ def train_run(
     run shows where its time went; `fit_seconds` is model.fit alone. A run that raises ends FAILED
     with the error on it (`trial_runs.record_failure`: a tag and the traceback); `started`, when
     given, receives the run id as soon as the run exists, so a caller knows which run failed.
+    Every epoch is checkpointed (`mammo.resume`; uploaded to the run's artifacts every `checkpoint_every` epochs when > 0);
+    `resume_run_id`, or a run that `mlflow run --run-id` reopens, goes on from its checkpoint.
     """
     from mammo.trial_runs import record_failure
 
     run_tags = {tracking.ENTRY_TAG: "train", tracking.VARIANT_TAG: config.variant, **(tags or {})}
     name = run_name or f"{config.variant}-seed{config.seed}"
     phases = PhaseTimer()
+    params = run_params(config, dataset, precision=choose_precision(config.precision))
+    if resume_run_id and tracking.project_run_id() not in (None, resume_run_id):
+        raise ConfigError(
+            f"run {resume_run_id}: inside `mlflow run`, resume it with `mlflow run -e train --run-id {resume_run_id}`."
+        )
+    reopened = resume_run_id or (None if nested or parent_run_id else tracking.project_run_id())
+    if reopened:
+        tracking.refuse_finished(reopened)
     with tracking.start_run(
         run_name=name, experiment=experiment, nested=nested, parent_run_id=parent_run_id, tags=run_tags,
-        system_metrics=True,
+        system_metrics=True, run_id=resume_run_id,
     ) as run:  # fmt: skip
         run_id = run.info.run_id
         if started is not None:
             started.append(run_id)
         try:
             with phases("start"):
-                tracking.log_params(run_params(config, dataset, precision=choose_precision(config.precision)))
-                tracking.log_prepared_input(dataset, context="training")
+                checkpoint = run_checkpoint(run_id, params=params, upload_every=checkpoint_every)
+                logged = tracking.metric_steps(run_id, "loss") if reopened else frozenset()
+                if logged and not checkpoint.exists():
+                    raise ConfigError(
+                        f"run {run_id} has {len(logged)} epochs logged but no checkpoint in {checkpoint.folder} "
+                        f"or its artifacts; set {ROOT_ENV} to the checkpoint folder of the machine it trained on."
+                    )
+                if not checkpoint.exists():
+                    tracking.log_params(params)
+                    tracking.log_prepared_input(dataset, context="training")
             with phases("fit"):
-                result = fit(config, dataset, callbacks=[MlflowEpochLogger(), *callbacks], verbose=verbose)
+                epoch_logger = MlflowEpochLogger(logged)
+                result = fit(
+                    config, dataset, callbacks=[epoch_logger, *callbacks], verbose=verbose, checkpoint=checkpoint
+                )
+            for epoch in range(1, checkpoint.start.epoch + 1):  # checkpointed, but killed before its metrics
+                if epoch not in logged:
+                    epoch_logger.on_epoch_end(
+                        epoch - 1, {name: values[epoch - 1] for name, values in result.history.items()}
+                    )
             if config.standardize:  # the statistics baked into the model's Normalization layer
                 mean, std = result.splits.pixel_stats
                 tracking.log_params({"standardize_mean": f"{mean:.6g}", "standardize_std": f"{std:.6g}"})
@@ -328,13 +385,27 @@ def train_run(
                 tracking.log_params(result.weights_params)
             metrics = log_outcome(result, config=config, dataset=dataset, log_model=log_model, phases=phases)
             tracking.log_metrics(phases.metrics())
+            tracking.set_tags({tracking.KEPT_WEIGHTS_TAG: weights_digest(result.model.get_weights())})
         except Exception as error:  # the run ends FAILED as the error leaves the `with`; say why on it first
             try:
                 record_failure(error)
             except Exception as unrecorded:  # the tracking store itself failing: keep the original error
                 error.add_note(f"(its run {run_id} could not record it: {unrecorded})")
             raise
+    checkpoint.remove()
     return run_id, result, metrics
+
+
+def run_checkpoint(run_id: str, *, params: Mapping[str, object], upload_every: int) -> EpochCheckpoint:
+    """The run's checkpoint, fetched from its artifacts when this machine has no copy of it."""
+    folder = checkpoint_folder(run_id)
+    checkpoint = EpochCheckpoint(
+        folder, fingerprint=params, upload_every=upload_every,
+        upload=lambda path: tracking.log_artifact(path, tracking.CHECKPOINT_ARTIFACTS),
+    )  # fmt: skip
+    if not checkpoint.exists():
+        tracking.fetch_artifact(run_id, f"{tracking.CHECKPOINT_ARTIFACTS}/{checkpoint.path.name}", folder)
+    return checkpoint
 
 
 class PhaseTimer:

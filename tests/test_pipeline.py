@@ -20,6 +20,7 @@ from mammo.pipeline import (
     augmentation,
     make_datasets,
     pixel_stats,
+    train_stream,
 )
 from mammo.pixels import scale_patches
 from mammo.precision import choose_precision, cpu_flags
@@ -212,3 +213,31 @@ def test_precision_auto_follows_the_hardware_and_an_explicit_choice_wins(tmp_pat
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"} and cpu_flags(tmp_path / "none") == set()
     assert choose_precision("auto", flags=cpu_flags(cpuinfo), gpus=0) == "mixed_bfloat16"  # read from the file
+
+
+def test_a_stream_started_at_step_k_goes_on_as_the_whole_stream_would(dataset: PreparedDataset) -> None:
+    """What a resumed run reads: the same shuffle and augmentation draws as the run that never stopped."""
+    config = small_config(augment=1.0)
+
+    def batches(start_step: int, count: int, *, whole_stream: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        keras.utils.set_random_seed(config.seed)  # what fit does first, in a fresh or a resumed process
+        splits = make_datasets(dataset, config)
+        if whole_stream:  # the finite one-pass split, repeated: fit's input before it could start mid-way
+            data = splits.train.repeat().skip(start_step)
+        else:
+            data = train_stream(dataset, config, splits.train_indices, start_step=start_step)
+        return [(images.numpy(), labels.numpy()) for images, labels in data.take(count)]
+
+    steps = make_datasets(dataset, config).train_steps
+    whole = batches(0, 3 * steps, whole_stream=True)
+    assert all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(batches(0, 3 * steps), whole, strict=True)
+    )
+    for start in (steps, 2 * steps + 1):  # an epoch boundary and mid-epoch
+        resumed = batches(start, 3 * steps - start)
+        assert all(
+            np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            for a, b in zip(resumed, whole[start:], strict=True)
+        ), start
+    assert not np.array_equal(whole[0][0], whole[steps][0])  # the epochs differ (reshuffled, new draws)
