@@ -92,12 +92,11 @@ def _only_dataset(experiment_id: str, select_metric: str) -> str | None:
 
 
 def _find_candidate(
-    *, experiment: str | None, run_id: str | None, select_metric: str, target: PreparedDataset | None,
+    *, experiment_id: str | None, run_id: str | None, select_metric: str, target: PreparedDataset | None,
     champion_params: dict[str, str] | None, allow_image_split: bool,
 ) -> candidates.Candidate:  # fmt: skip
     if run_id is not None:
         return candidates.run_candidate(run_id)
-    experiment_id = tracking.find_experiment_id(experiment)
     if target is not None:
         digest = target.digest
     elif champion_params and champion_params.get("data_digest"):
@@ -143,9 +142,11 @@ def promote(
     registry.check_alias(alias)
     candidates.ranking_metric(select_metric)
     target = load_prepared(data) if data is not None else None
+    # First: an unreachable store is said as such, before the registry is read.
+    experiment_id = None if run_id is not None else tracking.find_experiment_id(experiment)
     holder = registry.current_version(model_name, alias)  # which dataset to follow; re-read under the lock
     candidate = _find_candidate(
-        experiment=experiment, run_id=run_id, select_metric=select_metric, target=target,
+        experiment_id=experiment_id, run_id=run_id, select_metric=select_metric, target=target,
         champion_params=_version_data(holder) if holder is not None else None, allow_image_split=allow_image_split,
     )  # fmt: skip
     run = tracking.get_run(candidate.run_id)
