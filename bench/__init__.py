@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mammo.console import quiet_console
+from mammo.core.console import quiet_console
 
 quiet_console()  # every benchmark's output is its figures, not TensorFlow's or MLflow's start-up notes
 

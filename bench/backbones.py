@@ -5,7 +5,7 @@ speed does not depend on the values), compiled as `training.compile_model` does,
 in-memory batches for both fine-tuning phases: phase 1 (backbone frozen, head only) and phase 2
 (the variant's default top blocks unfrozen). One warm-up step (tracing) is left out of the timing.
 mixed_bfloat16 is measured only where the CPU has avx512_bf16 or amx_bf16 (elsewhere it is emulated
-and ~9× slower, `mammo.precision`), and its speed-up over float32 is printed per backbone.
+and ~9× slower, `mammo.core.precision`), and its speed-up over float32 is printed per backbone.
 
     python -m bench.backbones [--image-size 224] [--batch 16] [--steps 3] [--backbones vgg16,...] [--out FILE]
 """
@@ -19,10 +19,10 @@ import keras
 import numpy as np
 
 from bench import machine, save_results
-from mammo.backbones import BACKBONES, backbone_for, build_backbone_model, unfreeze_top_blocks
-from mammo.precision import cpu_flags
-from mammo.training import compile_model
-from mammo.variants import make_config
+from mammo.core.precision import cpu_flags
+from mammo.model.backbones import BACKBONES, backbone_for, build_backbone_model, unfreeze_top_blocks
+from mammo.model.variants import make_config
+from mammo.train.training import compile_model
 
 
 def images_per_second(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, steps: int) -> float:

@@ -1,7 +1,7 @@
 """Model 5 training throughput on whatever accelerator Keras sees, per precision policy.
 
 Backend-agnostic (KERAS_BACKEND=tensorflow|jax|torch): it builds the published model5 with
-`mammo.variants.build_model` and trains it with `fit` on random 150×150 patches, so it measures
+`mammo.model.variants.build_model` and trains it with `fit` on random 150×150 patches, so it measures
 the model and the precision policy, not the input pipeline. Prints img/s per policy and the
 ratios to float32, measured in one run. Usage:
 
@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from bench import save_results
-from mammo.variants import build_model, make_config, make_optimizer
+from mammo.model.variants import build_model, make_config, make_optimizer
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 

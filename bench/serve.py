@@ -50,8 +50,9 @@ def log_model5(tracking_uri: str) -> str:
     """model5 logged as training logs it; returns its model URI."""
     import mlflow
 
-    from mammo import serving, tracking
-    from mammo.variants import build_model, make_config
+    from mammo import tracking
+    from mammo.model.variants import build_model, make_config
+    from mammo.serve import serving
 
     mlflow.set_tracking_uri(tracking_uri)
     config = make_config("model5", precision="float32")
@@ -173,8 +174,8 @@ def in_process_sides(model_uri: str, bodies: dict[str, bytes], patches: np.ndarr
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from mammo import serving
-    from mammo.pixels import scale_patches
+    from mammo.core.pixels import scale_patches
+    from mammo.serve import serving
 
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     keras_model = serving.classifier(pyfunc).model

@@ -29,15 +29,15 @@ from pathlib import Path
 from bench import load_average, machine, save_results
 
 REPO = Path(__file__).resolve().parents[1]
-PRUNERS = ("none", "median", "hyperband")  # mammo.search.make_pruner's choices
+PRUNERS = ("none", "median", "hyperband")  # mammo.search.space.make_pruner's choices
 
 
 def run_one(*, pruner: str, data: str, trials: int, epochs: int, image_size: int, seed: int, folder: Path) -> dict:
     """One study in this process (the child's side): its figures as a dict."""
     import mlflow
 
-    from mammo import study
     from mammo.data.store import load_prepared
+    from mammo.search import study
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     settings = study.StudySettings(

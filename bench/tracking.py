@@ -34,7 +34,7 @@ def measure_epoch_seconds(train_images: int) -> float:
     """A model5 epoch here: float32 `fit` img/s on random patches (after a warm-up epoch), for `train_images`."""
     import keras
 
-    from mammo.variants import build_model, make_config, make_optimizer
+    from mammo.model.variants import build_model, make_config, make_optimizer
 
     config = make_config("model5", precision="float32")
     keras.utils.set_random_seed(0)
@@ -63,7 +63,7 @@ def epoch_sides(run_id: str) -> dict[str, Callable[[int], object]]:
     import mlflow
     from mlflow.entities import Metric
 
-    from mammo.training import MlflowEpochLogger
+    from mammo.train.training import MlflowEpochLogger
 
     logger, client = MlflowEpochLogger(), mlflow.MlflowClient()
 
@@ -108,9 +108,9 @@ def time_epochs(epochs: int, rounds: int) -> dict[str, dict[str, float]]:
 
 
 def simulate_trial(number: int, *, parent_run_id: str, params: dict, dataset, predictions, epochs: int) -> None:
-    """What a study trial logs, with no training (mammo.study's TrialObjective and log_scores)."""
+    """What a study trial logs, with no training (mammo.search.study's TrialObjective and log_scores)."""
     from mammo import tracking
-    from mammo.training import MlflowEpochLogger
+    from mammo.train.training import MlflowEpochLogger
 
     tags = {tracking.STUDY_TAG: "bench", tracking.TRIAL_NUMBER_TAG: str(number), "mammo.entry": "study"}
     with tracking.start_run(run_name=f"trial-{number}", parent_run_id=parent_run_id, tags=tags):
@@ -130,11 +130,12 @@ def time_study(trials: int, *, epochs: int, asynchronous: bool) -> float:
     """Seconds to log `trials` simulated trials under one parent run (async: the queue flushed at the end)."""
     import mlflow
 
-    from mammo import evaluation, tracking
+    from mammo import tracking
     from mammo.data.prepare import ensure_prepared
     from mammo.data.store import load_prepared
-    from mammo.training import run_params
-    from mammo.variants import make_config
+    from mammo.model.variants import make_config
+    from mammo.report import evaluation
+    from mammo.train.training import run_params
 
     dataset = load_prepared(ensure_prepared("synthetic", progress=False))
     test = dataset.manifest[dataset.manifest["split"] == "test"]

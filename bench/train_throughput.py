@@ -1,6 +1,6 @@
 """Training-loop overhead: the project's `fit` against a bare Keras `model.fit` of the same model, in one process.
 
-The project's side is `mammo.training.fit` as a training run uses it: tf.data reading batches from the
+The project's side is `mammo.train.training.fit` as a training run uses it: tf.data reading batches from the
 memory-mapped prepared store, augmentation as seeded Keras layers in the input pipeline, the
 callbacks (best weights, learning-rate logger, early stopping) and MLflow logging of every epoch to
 a real (temporary SQLite) run. The bare side is what a Keras user would write: the same model
@@ -38,12 +38,12 @@ import numpy as np
 import tensorflow as tf
 
 from bench import save_results
+from mammo.core.pixels import scale_patches
+from mammo.core.precision import choose_precision, cpu_flags
 from mammo.data.prepare import open_dataset
-from mammo.pipeline import augmentation, make_datasets, without_autotuning
-from mammo.pixels import scale_patches
-from mammo.precision import choose_precision, cpu_flags
-from mammo.training import MlflowEpochLogger, fit
-from mammo.variants import build_model, make_config, make_optimizer
+from mammo.model.pipeline import augmentation, make_datasets, without_autotuning
+from mammo.model.variants import build_model, make_config, make_optimizer
+from mammo.train.training import MlflowEpochLogger, fit
 
 
 def cpu_name() -> str:
@@ -54,7 +54,7 @@ def cpu_name() -> str:
 
 
 def project_fit(dataset, config) -> float:
-    """img/s of `mammo.training.fit` with MLflow logging each epoch (train images × epochs / fit seconds)."""
+    """img/s of `mammo.train.training.fit` with MLflow logging each epoch (train images × epochs / fit seconds)."""
     with mlflow.start_run():
         result = fit(config, dataset, callbacks=[MlflowEpochLogger()], verbose=0)
     return len(result.splits.train_indices) * result.epochs_run / result.train_seconds

@@ -7,12 +7,12 @@ import functools
 import sys
 from collections.abc import Callable
 
-from mammo.booleans import parse_boolean
-from mammo.compat import parser_actions
-from mammo.console import quiet_console
-from mammo.errors import user_error_message
+from mammo.core.booleans import parse_boolean
+from mammo.core.compat import parser_actions
+from mammo.core.console import quiet_console
+from mammo.core.errors import user_error_message
 
-quiet_console()  # TensorFlow's and MLflow's start-up notes carry nothing a user acts on (mammo.console)
+quiet_console()  # TensorFlow's and MLflow's start-up notes carry nothing a user acts on (mammo.core.console)
 
 
 DEFAULT = "default"  # what the MLproject passes for "the tool's own default" (blank would be logged as '')
@@ -75,8 +75,8 @@ OVERRIDE_HELP = {
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --schedule, --precision, --experiment and one flag per overridable hyperparameter."""
     from mammo import tracking
-    from mammo.precision import PRECISIONS
-    from mammo.variants import SCHEDULES
+    from mammo.core.precision import PRECISIONS
+    from mammo.model.variants import SCHEDULES
 
     parser.add_argument("--data", type=optional_str, help="prepared dataset folder (default: synthetic, prepared once)")
     parser.add_argument("--schedule", choices=tuple(SCHEDULES), default="quick",
@@ -92,7 +92,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, *, variant: str, seed: int | None = None):  # -> TrainConfig
     """The run's TrainConfig: the variant's row, the schedule, then every flag given (validated)."""
-    from mammo.variants import make_config
+    from mammo.model.variants import make_config
 
     overrides = {name: getattr(args, name) for name in OVERRIDES}
     if seed is not None:
@@ -132,7 +132,7 @@ def _dashed(token: str, known: set[str]) -> str:
 def report_errors(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
     """Wrap an entry point's `main`: errors a user can cause become one line on stderr and exit status 2.
 
-    What counts as user-caused is decided in one place (`mammo.errors.user_error_message`); anything
+    What counts as user-caused is decided in one place (`mammo.core.errors.user_error_message`); anything
     else is a bug and keeps its traceback. Ctrl-C exits 130 without one.
     """
 

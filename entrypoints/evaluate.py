@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from entrypoints import add_switch, optional_str, parse, report_errors
-from mammo import scoring, tracking
+from mammo import tracking
+from mammo.registry import scoring
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from entrypoints import optional_str, parse, report_errors
-from mammo import inference, tracking
+from mammo import tracking
+from mammo.serve import inference
 
 CHAMPION = f"models:/{tracking.MODEL_NAME}@{tracking.ALIAS_CHAMPION}"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from entrypoints import add_switch, optional_float, optional_str, parse, report_errors
-from mammo import gate, promotion, registry, tracking
+from mammo import tracking
+from mammo.registry import gate, promotion, versions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"re-baseline: the {result.alias} was trained on another dataset; both scored on {result.data_path}")
     print(f"{decision.status.upper()}: {decision.reason}")
     if decision.promoted:
-        moved = f"; previous {result.alias} version {result.previous_version} is now {registry.previous_alias(result.alias)}"
+        moved = f"; previous {result.alias} version {result.previous_version} is now {versions.previous_alias(result.alias)}"
         print(f"{result.alias} -> version {result.version}" + (moved if result.previous_version else ""))
     else:
         print(f"{result.alias} stays at version {result.previous_version}")

@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from entrypoints import add_switch, optional_float, optional_int, optional_str, parse, report_errors
-from mammo import search, study, study_report, tracking
-from mammo.variants import SCHEDULES
+from mammo import tracking
+from mammo.model.variants import SCHEDULES
+from mammo.search import space, study, study_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,13 +23,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "when --max-trials or --timeout is given)")  # fmt: skip
     add("--max-trials", type=optional_int, help="complete + pruned trials of the whole study, all workers together")
     add("--timeout", type=optional_float, help="stop starting trials after this many seconds")
-    add("--study-name", type=optional_str, default=search.DEFAULT_STUDY_NAME, help="(default %(default)s)")
-    add("--storage", type=optional_str, default=search.DEFAULT_STORAGE,
+    add("--study-name", type=optional_str, default=space.DEFAULT_STUDY_NAME, help="(default %(default)s)")
+    add("--storage", type=optional_str, default=space.DEFAULT_STORAGE,
         help="sqlite:///…, a *.journal file, or postgresql://user@host/db (default %(default)s)")  # fmt: skip
-    add("--sampler", type=optional_str, default="tpe", help=f"{', '.join(search.SAMPLERS)} (default %(default)s)")
-    add("--pruner", type=optional_str, default="median", help=f"{', '.join(search.PRUNERS)} (default %(default)s)")
-    add("--metric", type=optional_str, default=search.DEFAULT_METRIC,
-        help=f"{', '.join(search.METRIC_DIRECTIONS)} (default %(default)s)")  # fmt: skip
+    add("--sampler", type=optional_str, default="tpe", help=f"{', '.join(space.SAMPLERS)} (default %(default)s)")
+    add("--pruner", type=optional_str, default="median", help=f"{', '.join(space.PRUNERS)} (default %(default)s)")
+    add("--metric", type=optional_str, default=space.DEFAULT_METRIC,
+        help=f"{', '.join(space.METRIC_DIRECTIONS)} (default %(default)s)")  # fmt: skip
     add("--data", type=optional_str, help="prepared dataset folder (default: synthetic, prepared once)")
     add("--epochs", type=optional_int, help="epochs per trial (default: the schedule's)")
     add("--image-size", type=optional_int, help="train at this size (default: the dataset's; patches are resized)")
@@ -43,13 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip: leave the verdict to another worker",
     )
     add(
-        "--heartbeat-interval",
-        type=optional_int,
-        default=search.HEARTBEAT_INTERVAL,
-        help="RDB, s (default %(default)s)",
+        "--heartbeat-interval", type=optional_int, default=space.HEARTBEAT_INTERVAL, help="RDB, s (default %(default)s)"
     )
-    add("--grace-period", type=optional_int, default=search.GRACE_PERIOD, help="RDB: silent this long = stale, s")
-    add("--max-retry", type=optional_int, default=search.MAX_RETRY, help="RDB: retries of a stale trial")
+    add("--grace-period", type=optional_int, default=space.GRACE_PERIOD, help="RDB: silent this long = stale, s")
+    add("--max-retry", type=optional_int, default=space.MAX_RETRY, help="RDB: retries of a stale trial")
     add("--experiment", type=optional_str, help=f"MLflow experiment (default {tracking.EXPERIMENT})")
     add_switch(parser, "--quiet", help="no Keras progress lines")
     add_switch(parser, "--fail-running-trials", help="fail and re-queue the study's RUNNING trials (a killed "
@@ -66,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = study.fail_running_trials(settings)
         print(f"study {settings.study_name!r}: failed and re-queued running trials {failed or 'none'}")
         return 0
-    search.open_storage(settings.storage)  # an unreachable or misspelt storage fails here, before TensorFlow loads
-    if warning := search.password_warning(settings.storage):
+    space.open_storage(settings.storage)  # an unreachable or misspelt storage fails here, before TensorFlow loads
+    if warning := space.password_warning(settings.storage):
         print(f"study: warning: {warning}", file=sys.stderr)
     from mammo.data.prepare import open_dataset
 

@@ -3,7 +3,7 @@
 Every hyperparameter flag left out keeps the variant's value under the chosen --schedule; the
 values are parsed and checked by `variants.make_config`, so a bad one fails before any data is
 read, with the parameter named. --data defaults to the synthetic dataset, prepared on first use.
-Every epoch is checkpointed (`mammo.resume`): the same command with `--resume RUN_ID` continues a
+Every epoch is checkpointed (`mammo.train.resume`): the same command with `--resume RUN_ID` continues a
 killed run where it stopped, as does `mlflow run . -e train --run-id RUN_ID` with the same -P values.
 """
 
@@ -14,7 +14,7 @@ import argparse
 from entrypoints import add_config_arguments, config_from_args, optional_int, optional_str, parse, report_errors
 from mammo import tracking
 from mammo.data.prepare import open_dataset
-from mammo.variants import ALL_VARIANTS
+from mammo.model.variants import ALL_VARIANTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_args(args, variant=args.variant)
     dataset = open_dataset(args.data)
-    from mammo.training import train_run  # TensorFlow loads only once the arguments are good
+    from mammo.train.training import train_run  # TensorFlow loads only once the arguments are good
 
     print(f"training {config.variant} ({config.schedule} schedule) on {dataset.path} [{dataset.digest}]", flush=True)
     run_id, result, metrics = train_run(

@@ -10,8 +10,8 @@ import argparse
 from entrypoints import add_config_arguments, config_from_args, optional_int, optional_str, parse, report_errors
 from mammo import tracking
 from mammo.data.prepare import open_dataset
-from mammo.series import parse_seeds, parse_variants, train_series, with_folds
-from mammo.variants import TrainConfig
+from mammo.model.variants import TrainConfig
+from mammo.train.series import parse_seeds, parse_variants, train_series, with_folds
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = plan(args)
     dataset = open_dataset(args.data)
-    from mammo import reports
+    from mammo.report import reports
 
     parent_run_id, table = train_series(configs, dataset, experiment=args.experiment)
     print(reports.markdown_table(table))

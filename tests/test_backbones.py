@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from mammo import backbones
-from mammo.backbones import BACKBONES, WeightsError
+from mammo.core.errors import ConfigError
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError
-from mammo.variants import BACKBONE_VARIANTS, VARIANTS, make_config
+from mammo.model import backbones
+from mammo.model.backbones import BACKBONES, WeightsError
+from mammo.model.variants import BACKBONE_VARIANTS, VARIANTS, make_config
 from tests.test_pipeline import make_speck_dataset
 
 SIZE = 32
@@ -132,7 +132,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
 
 @pytest.mark.slow
 def test_phase_1_trains_the_head_only_and_phase_2_only_the_unfrozen_blocks(dataset: PreparedDataset) -> None:
-    from mammo.training import fit
+    from mammo.train.training import fit
 
     config = backbone_config("mobilenetv3small", epochs=3, head_epochs=1, unfreeze_blocks=2, patience=0)
     snapshots = WeightSnapshots()
@@ -158,7 +158,7 @@ def test_phase_1_trains_the_head_only_and_phase_2_only_the_unfrozen_blocks(datas
 
 @pytest.mark.slow
 def test_gradcam_finds_the_last_conv_inside_the_backbone_and_matches_the_same_network_built_flat() -> None:
-    from mammo import saliency
+    from mammo.report import saliency
 
     keras.utils.set_random_seed(4)
     model, _ = backbones.build_backbone_model(backbone_config("vgg16", image_size=64), dtype_policy="float32")
@@ -197,8 +197,9 @@ def test_a_backbone_run_logs_both_phases_and_its_model_predicts_in_a_fresh_venv(
 ) -> None:
     import mlflow
 
-    from mammo import serving, tracking
-    from mammo.training import train_run
+    from mammo import tracking
+    from mammo.serve import serving
+    from mammo.train.training import train_run
     from tests.test_model_portable import predict_in_fresh_venv
     from tests.test_serving import DICOM
 
@@ -233,13 +234,13 @@ def test_a_backbone_run_logs_both_phases_and_its_model_predicts_in_a_fresh_venv(
 def test_the_study_space_offers_backbones_only_on_request_and_model5_stays_trial_0() -> None:
     import optuna
 
-    from mammo import search, study
+    from mammo.search import space, study
 
     plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    assert "backbone" not in search.suggest_params(plain.ask(), image_size=64)  # the default space is unchanged
+    assert "backbone" not in space.suggest_params(plain.ask(), image_size=64)  # the default space is unchanged
     drawn = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     points = [
-        search.suggest_params(drawn.ask(), image_size=64, backbones=("vgg16", "mobilenetv3small")) for _ in range(30)
+        space.suggest_params(drawn.ask(), image_size=64, backbones=("vgg16", "mobilenetv3small")) for _ in range(30)
     ]
     kinds = {point["backbone"] for point in points}
     assert kinds == {"scratch", "vgg16", "mobilenetv3small"}
@@ -264,8 +265,8 @@ def test_the_study_space_offers_backbones_only_on_request_and_model5_stays_trial
 def test_comparison_md_shows_the_published_transfer_anchors_beside_a_series_with_backbones() -> None:
     import pandas as pd
 
-    from mammo import reports
-    from mammo.series import parse_variants
+    from mammo.report import reports
+    from mammo.train.series import parse_variants
 
     assert parse_variants("model5,efficientnetb0,vgg16") == ["model5", "efficientnetb0", "vgg16"]
     assert parse_variants(None) == list(VARIANTS)  # the default series stays Model 0–5

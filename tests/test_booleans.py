@@ -7,10 +7,10 @@ import argparse
 import pytest
 
 from entrypoints import switch
-from mammo.booleans import FALSE_WORDS, TRUE_WORDS, parse_boolean
-from mammo.errors import ConfigError
+from mammo.core.booleans import FALSE_WORDS, TRUE_WORDS, parse_boolean
+from mammo.core.errors import ConfigError
+from mammo.model.variants import make_config
 from mammo.tracking import _same_value
-from mammo.variants import make_config
 
 
 @pytest.mark.parametrize(("word", "value"), [(w, True) for w in TRUE_WORDS] + [(w, False) for w in FALSE_WORDS])

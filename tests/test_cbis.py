@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from pydicom.uid import generate_uid
 
+from mammo.core.errors import ConfigError, DataError, RecordError
 from mammo.data.cbis import ingest_cbis, read_case_descriptions
 from mammo.data.dicom import read_pixels, resize_patch
 from mammo.data.dicom_index import index_dicom_tree
 from mammo.data.masks import crop_around_mask
 from mammo.data.store import MANIFEST_COLUMNS
-from mammo.errors import ConfigError, DataError, RecordError
 from tests.conftest import SHARED_CBIS, make_dicom
 
 CSV_DIR, DICOM_DIR = SHARED_CBIS / "csv", SHARED_CBIS / "dicom"

@@ -1,4 +1,4 @@
-"""Every private API mammo uses still behaves as mammo.compat expects, and none is used anywhere else.
+"""Every private API mammo uses still behaves as mammo.core.compat expects, and none is used anywhere else.
 
 A failure here means a pinned library changed under us: the message names the library, the
 installed and pinned versions, and the compat function to rewrite against its changelog.
@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
-from mammo import compat
+from mammo.core import compat
 from tests.conftest import REPO_ROOT
 
 PRIVATE_NAMES = {"_storage", "_trial_id", "_heartbeat", "_transform_images", "_actions",
@@ -32,7 +32,7 @@ def upgrade(distribution: str, what: str) -> str:
     pinned = re.search(rf'"{distribution}==([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text())
     return (
         f"{distribution} {metadata.version(distribution)} (pyproject pins {pinned.group(1) if pinned else '?'}) "
-        f"changed {what}: rewrite mammo/compat.py against that upgrade's changelog."
+        f"changed {what}: rewrite mammo/core/compat.py against that upgrade's changelog."
     )
 
 
@@ -53,7 +53,7 @@ def test_the_private_names_are_used_only_behind_the_door() -> None:
     files = [*(REPO_ROOT / "mammo").rglob("*.py"), *(REPO_ROOT / "entrypoints").glob("*.py")]
     users = {str(path.relative_to(REPO_ROOT)): sorted(_names(path) & PRIVATE_NAMES) for path in files
              if path != REPO_ROOT / "mammo" / "compat.py" and _names(path) & PRIVATE_NAMES}  # fmt: skip
-    assert users == {}, f"private library APIs outside mammo/compat.py: {users}"
+    assert users == {}, f"private library APIs outside mammo/core/compat.py: {users}"
 
 
 def test_optuna_study_storage_and_trial_id_reach_the_stored_trial(tmp_path) -> None:
@@ -118,6 +118,6 @@ def test_argparse_actions_list_every_option_with_its_type_and_default() -> None:
     parser.add_argument("--epochs", type=int, default="3")
     actions = {action.dest: action for action in compat.parser_actions(parser)}
     python = f"Python {sys.version.split()[0]}"
-    assert set(actions) == {"help", "epochs"}, f"{python} changed ArgumentParser._actions: rewrite mammo/compat.py"
+    assert set(actions) == {"help", "epochs"}, f"{python} changed ArgumentParser._actions: rewrite mammo/core/compat.py"
     assert actions["epochs"].option_strings == ["--epochs"] and actions["epochs"].type is int, python
-    assert actions["epochs"].default == "3", f"{python} changed an Action's default: rewrite mammo/compat.py"
+    assert actions["epochs"].default == "3", f"{python} changed an Action's default: rewrite mammo/core/compat.py"

@@ -1,4 +1,4 @@
-"""mammo.console: TensorFlow's native start-up notes leave the console, nothing else does."""
+"""mammo.core.console: TensorFlow's native start-up notes leave the console, nothing else does."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _stderr_of(code: str) -> str:
 def test_the_notes_are_dropped_and_every_other_line_is_kept_in_order() -> None:
     code = (
         "import os, sys\n"
-        "from mammo.console import native_notes_dropped\n"
+        "from mammo.core.console import native_notes_dropped\n"
         "print('before', file=sys.stderr)\n"
         "with native_notes_dropped():\n"
         f"    os.write(2, b'kept 1\\n' + {NOTES.encode()!r} + b'kept 2\\n')\n"
@@ -40,7 +40,7 @@ def test_the_notes_are_dropped_and_every_other_line_is_kept_in_order() -> None:
 def test_a_failing_block_still_gives_its_output_back() -> None:
     code = (
         "import os\n"
-        "from mammo.console import native_notes_dropped\n"
+        "from mammo.core.console import native_notes_dropped\n"
         "try:\n"
         "    with native_notes_dropped():\n"
         "        os.write(2, b'what went wrong\\n')\n"

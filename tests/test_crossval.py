@@ -11,8 +11,9 @@ import pytest
 from scipy import stats
 
 from entrypoints import train_all
-from mammo import crossval, tracking
+from mammo import tracking
 from mammo.data.splits import split_validation
+from mammo.train import crossval
 from tests.conftest import artifact_paths
 from tests.test_pipeline import make_speck_dataset
 from tests.test_splits import _rows

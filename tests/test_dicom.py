@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
+from mammo.core.errors import RecordError
 from mammo.data.dicom import patch_from_dicom, read_header, read_pixels, read_stored, resize_patch
 from mammo.data.masks import binary_mask_extent, crop_around_mask, crop_region, is_roi_mask, mask_extent
-from mammo.errors import RecordError
 from tests.conftest import SHARED_CBIS, make_dicom
 
 REAL = SHARED_CBIS / "dicom"

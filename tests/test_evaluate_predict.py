@@ -14,9 +14,10 @@ from PIL import Image
 from entrypoints import evaluate as evaluate_entry
 from entrypoints import predict as predict_entry
 from entrypoints import promote as promote_entry
-from mammo import promotion, tracking
-from mammo.training import train_run
-from mammo.variants import make_config
+from mammo import tracking
+from mammo.model.variants import make_config
+from mammo.registry import promotion
+from mammo.train.training import train_run
 from tests.conftest import artifact_paths
 from tests.test_registry import CALC_MEANS, SIZE, make_dataset
 

@@ -10,7 +10,8 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from mammo import evaluation, tracking
+from mammo import tracking
+from mammo.report import evaluation
 
 
 def test_wilson_interval_of_80_out_of_100() -> None:

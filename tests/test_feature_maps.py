@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mammo.feature_maps import feature_size, max_blocks, min_image_size
+from mammo.model.feature_maps import feature_size, max_blocks, min_image_size
 
 
 def test_the_side_shrinks_by_a_valid_conv_then_a_pool_per_block() -> None:

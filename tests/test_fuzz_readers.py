@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mammo.core.errors import MammoError
 from mammo.data import cbis, dicom, tensors
 from mammo.data.store import load_prepared
-from mammo.errors import MammoError
-from mammo.model_input import patches_from_input
+from mammo.serve.model_input import patches_from_input
 from tests.conftest import SHARED_CBIS, make_dicom
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from entrypoints import predict as predict_entry
-from mammo import inference
+from mammo.serve import inference
 from tests.conftest import make_dicom
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 

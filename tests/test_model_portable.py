@@ -16,8 +16,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from mammo import promotion, serving, tracking
+from mammo import tracking
 from mammo.data.dicom import patch_from_dicom
+from mammo.registry import promotion
+from mammo.serve import serving
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 from tests.test_serving import DICOM
 

@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from mammo import evaluation, search, tracking
+from mammo import tracking
+from mammo.report import evaluation
+from mammo.search import space
 from tests.conftest import REPO_ROOT
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -96,7 +98,7 @@ def _fake_study(storage: str) -> None:
         return 0.9 - (dropout - 0.3) ** 2 - l2
 
     study = optuna.create_study(
-        study_name=search.DEFAULT_STUDY_NAME, storage=storage, direction="maximize",
+        study_name=space.DEFAULT_STUDY_NAME, storage=storage, direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
     )  # fmt: skip
     study.optimize(objective, n_trials=6)
@@ -142,7 +144,7 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
         expected = evaluation.mcnemar_test(labels, probabilities[a], probabilities[b])[0]
         assert matrix.loc[a, b] == pytest.approx(expected, abs=1e-6), (a, b)
 
-    if importlib.util.find_spec("mammo.published") is not None:  # the published table
+    if importlib.util.find_spec("mammo.report.published") is not None:  # the published table
         beside = _printed_table(text, "ours beside the published test accuracy:").set_index("variant")
         assert list(beside.index) == ["model0", "model4", "model5"]
         assert beside.loc["model5", "published_test_accuracy"] == pytest.approx(0.8423)
@@ -150,8 +152,8 @@ def test_compare_notebook_ranks_runs_and_shows_curves_mcnemar_and_the_study(tmp_
         assert beside.loc["model4", "test_accuracy"] == pytest.approx(right["model4"].mean(), abs=1e-4)
         assert "NOT comparable" in text  # the runs say data_source=synthetic
     else:
-        assert "mammo.published is not available" in text
+        assert "mammo.report.published is not available" in text
 
-    assert f"study {search.DEFAULT_STUDY_NAME}: 6 trials (5 complete, 1 pruned, 0 failed)" in text
+    assert f"study {space.DEFAULT_STUDY_NAME}: 6 trials (5 complete, 1 pruned, 0 failed)" in text
     plotly_figures = [output for output in _outputs(notebook) if PLOTLY_MIME in output.get("data", {})]
     assert len(plotly_figures) == 4  # history, parallel coordinates, slice, importances

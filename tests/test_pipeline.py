@@ -13,18 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo.core.errors import ConfigError, DataError
+from mammo.core.pixels import scale_patches
+from mammo.core.precision import choose_precision, cpu_flags
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
-from mammo.errors import ConfigError, DataError
-from mammo.pipeline import (
+from mammo.model.pipeline import (
     CenteredShear,
     augmentation,
     make_datasets,
     pixel_stats,
     train_stream,
 )
-from mammo.pixels import scale_patches
-from mammo.precision import choose_precision, cpu_flags
-from mammo.variants import make_config
+from mammo.model.variants import make_config
 
 
 def speck_or_blob(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
@@ -149,8 +149,8 @@ def test_a_run_at_another_size_resizes_in_the_pipeline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stored_size", [32, 40])  # as stored, and resized to the run's 32 px
 def test_training_grad_cam_and_serving_see_identical_arrays(tmp_path: Path, stored_size: int) -> None:
-    from mammo.reports import _model_input
-    from mammo.serving import PatchClassifier
+    from mammo.report.reports import _model_input
+    from mammo.serve.serving import PatchClassifier
 
     dataset = make_speck_dataset(tmp_path / "p", size=stored_size, train_patients=6, test_patients=2)
     splits = make_datasets(dataset, small_config(image_size=32))

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from mammo import evaluation, plots
+from mammo.report import evaluation, plots
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 0, 1])
 PROBABILITIES = np.array([0.1, 0.7, 0.95, 0.8, 0.4, 0.02, 0.3, 0.6])

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from entrypoints import prepare as prepare_entry
+from mammo.core.errors import DataError
 from mammo.data.prepare import prepare
 from mammo.data.store import STAGING_PREFIX, is_up_to_date, load_prepared
-from mammo.errors import DataError
 from tests.conftest import REPO_ROOT
 from tests.test_tensors import _write_tensors
 

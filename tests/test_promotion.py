@@ -19,9 +19,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from entrypoints import promote as promote_entry
-from mammo import evaluation, lineage, promotion, registry, serving, tracking
+from mammo import tracking
+from mammo.core.errors import ConfigError, RegistryError
 from mammo.data.store import PreparedDataset, write_prepared
-from mammo.errors import ConfigError, RegistryError
+from mammo.registry import lineage, promotion, versions
+from mammo.report import evaluation
+from mammo.serve import serving
 from tests.conftest import REPO_ROOT
 from tests.test_registry import _aliases, _version, log_training_run, make_dataset, threshold_model
 
@@ -87,7 +90,7 @@ def test_an_unreadable_registry_is_an_error_not_an_empty_one(monkeypatch: pytest
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens on the discard port: connection refused
     with pytest.raises(RegistryError, match=r"reading alias 'champion' of 'mammo-cnn' failed.*nothing was promoted"):
-        registry.current_version(MODEL, "champion")
+        versions.current_version(MODEL, "champion")
 
 
 def test_a_failure_between_the_alias_moves_is_finished_by_the_next_promotion(
@@ -108,24 +111,24 @@ def test_a_failure_between_the_alias_moves_is_finished_by_the_next_promotion(
     with pytest.raises(RegistryError, match="next `promote` finishes the move"):
         promotion.promote(run_id=good)
     assert _aliases() == {"champion": "2", "challenger": "2"}  # champion moved first, never the other way round
-    assert _version("2").tags[registry.PENDING_PREVIOUS_TAG] == "1"
+    assert _version("2").tags[versions.PENDING_PREVIOUS_TAG] == "1"
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real_set_alias)
     result = promotion.promote(run_id=good)
     assert not result.registered and "already the champion" in result.decision.reason
     assert _aliases() == {"champion": "2", "challenger": "2", "previous-champion": "1"}
-    assert registry.PENDING_PREVIOUS_TAG not in _version("2").tags
+    assert versions.PENDING_PREVIOUS_TAG not in _version("2").tags
 
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_makes_promote_wait_then_say_so(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     run_id = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
-    client, lock = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    client, lock = MlflowClient(), f"{MODEL}{versions.LOCK_SUFFIX}"
     client.create_registered_model(lock, tags={"holder": "elsewhere:1:dead", "since": f"{time.time():.3f}"})
     with pytest.raises(RegistryError, match="another promotion of 'mammo-cnn' holds the lock"):
         promotion.promote(run_id=run_id, lock_wait_s=1.5)
     assert _registered_models() == [lock]  # waited, gave up, registered nothing, left the live lock alone
-    client.set_registered_model_tag(lock, "since", f"{time.time() - registry.LOCK_STALE_S - 60:.3f}")
+    client.set_registered_model_tag(lock, "since", f"{time.time() - versions.LOCK_STALE_S - 60:.3f}")
     assert promotion.promote(run_id=run_id, lock_wait_s=30).decision.promoted  # the dead holder's lock taken over
     assert _registered_models() == [MODEL]
 
@@ -169,13 +172,13 @@ def test_two_promote_processes_at_once_end_with_one_champion_and_a_consistent_hi
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from mammo import registry
+from mammo.registry import versions
 log, go, stale_s, hold_s = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 with log.open("a") as out:
     out.write(f"ready {sys.argv[5]}\\n")
 while not go.exists():
     time.sleep(0.01)
-with registry.promotion_lock("mammo-cnn", wait_s=120, stale_s=stale_s, poll_s=0.02) as lock:
+with versions.promotion_lock("mammo-cnn", wait_s=120, stale_s=stale_s, poll_s=0.02) as lock:
     with log.open("a") as out:
         out.write(f"enter {sys.argv[5]} {time.time():.6f}\\n")
     time.sleep(hold_s)  # longer than stale_s: only the lock's refresh keeps the other process out
@@ -187,7 +190,7 @@ with registry.promotion_lock("mammo-cnn", wait_s=120, stale_s=stale_s, poll_s=0.
 
 def test_two_processes_waiting_on_a_stale_lock_hold_it_one_after_the_other(tmp_path: Path, tracking_uri: str) -> None:
     stale_s, hold_s = 1.0, 2.5
-    client, lock = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    client, lock = MlflowClient(), f"{MODEL}{versions.LOCK_SUFFIX}"
     client.search_experiments()  # the store's tables exist before two processes open it
     client.create_registered_model(lock, tags={"holder": "elsewhere:1:dead", "since": f"{time.time() - 60:.3f}"})
     log, go = tmp_path / "lock.log", tmp_path / "go"
@@ -220,9 +223,9 @@ def test_two_processes_waiting_on_a_stale_lock_hold_it_one_after_the_other(tmp_p
 
 
 def test_a_lock_lost_to_another_holder_stops_the_promotion_before_it_writes() -> None:
-    client, name = MlflowClient(), f"{MODEL}{registry.LOCK_SUFFIX}"
+    client, name = MlflowClient(), f"{MODEL}{versions.LOCK_SUFFIX}"
     lost = r"was lost while this promotion ran \(held by thief\)"
-    with pytest.raises(RegistryError, match=lost), registry.promotion_lock(MODEL, stale_s=0.4) as lock:
+    with pytest.raises(RegistryError, match=lost), versions.promotion_lock(MODEL, stale_s=0.4) as lock:
         client.delete_registered_model(name)
         client.create_registered_model(name, tags={"holder": "thief", "since": f"{time.time():.3f}"})
         time.sleep(0.3)

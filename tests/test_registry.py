@@ -18,10 +18,12 @@ import pytest
 from mlflow import MlflowClient
 
 from entrypoints import promote as promote_entry
-from mammo import candidates, gate, lineage, promotion, serving, tracking
+from mammo import tracking
+from mammo.core.errors import ConfigError, DataError
 from mammo.data.prepare import data_home
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
-from mammo.errors import ConfigError, DataError
+from mammo.registry import candidates, gate, lineage, promotion
+from mammo.serve import serving
 from tests.conftest import REPO_ROOT
 
 SIZE = 32

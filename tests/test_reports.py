@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mammo import evaluation, reports, tracking
+from mammo import tracking
 from mammo.data.store import MANIFEST_COLUMNS, PreparedDataset, write_prepared
+from mammo.report import evaluation, reports
 from tests.conftest import artifact_paths
 
 SPLITS = ["train"] * 6 + ["test"] * 6

@@ -1,4 +1,4 @@
-"""A training stopped after any epoch and resumed ends as the uninterrupted one would (mammo.resume).
+"""A training stopped after any epoch and resumed ends as the uninterrupted one would (mammo.train.resume).
 
 Float32 on one CPU: the same kept weights to the bit, the same per-epoch metrics, one point per
 epoch in the run, the params unchanged; a finished run or another config is refused in one line.
@@ -22,11 +22,11 @@ import pytest
 from mlflow import MlflowClient
 
 from mammo import tracking
+from mammo.core.errors import ConfigError
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError
-from mammo.resume import STATE_FILE, EpochCheckpoint, weights_digest
-from mammo.training import fit
-from mammo.variants import make_config
+from mammo.model.variants import make_config
+from mammo.train.resume import STATE_FILE, EpochCheckpoint, weights_digest
+from mammo.train.training import fit
 from tests.test_pipeline import make_speck_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_a_run_resumed_from_its_uploaded_checkpoint_logs_every_epoch_once(
     dataset40: PreparedDataset, tmp_path: Path
 ) -> None:
     """Another machine (no local copy) fetches the checkpoint uploaded every 2 epochs and redoes epoch 3."""
-    from mammo.training import train_run
+    from mammo.train.training import train_run
 
     config = make_config("model5", precision="float32", epochs=4, **(FLAGS | {"patience": "0"}))
     with pytest.raises(RuntimeError, match="stopped"):

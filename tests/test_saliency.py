@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammo import saliency
-from mammo.variants import build_model, make_config
+from mammo.model.variants import build_model, make_config
+from mammo.report import saliency
 
 SIZE = 40
 LESION = (slice(6, 12), slice(25, 31))  # rows 6–11, columns 25–30: off-centre, and not on the diagonal

@@ -12,8 +12,9 @@ import pytest
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
-from mammo import search, tracking
-from mammo.errors import ConfigError
+from mammo import tracking
+from mammo.core.errors import ConfigError
+from mammo.search import space
 from tests.conftest import run_spawned
 
 MODEL5_POINT = {
@@ -24,85 +25,85 @@ MODEL5_POINT = {
 
 def quadratic(trial: optuna.Trial) -> float:
     """A cheap objective over the real space: best near Model 5's dropout and learning rate."""
-    params = search.suggest_params(trial, image_size=150)
+    params = space.suggest_params(trial, image_size=150)
     return -((params["dropout"] - 0.3) ** 2) - (params["learning_rate"] - 3e-3) ** 2 * 1e4
 
 
 def test_metric_direction_rejects_test_metrics_and_unknown_names() -> None:
-    assert search.metric_direction("val_auc") == "maximize"
-    assert search.metric_direction("val_loss") == "minimize"
+    assert space.metric_direction("val_auc") == "maximize"
+    assert space.metric_direction("val_loss") == "minimize"
     with pytest.raises(ConfigError, match=r"test_auc is a test metric.*val_auc"):
-        search.metric_direction("test_auc")
+        space.metric_direction("test_auc")
     with pytest.raises(ConfigError, match="--metric must be one of"):
-        search.metric_direction("auc")
+        space.metric_direction("auc")
 
 
 def test_space_contains_model5_and_filters_double() -> None:
-    assert search.filters_for(32, 4) == (32, 64, 128, 256)
+    assert space.filters_for(32, 4) == (32, 64, 128, 256)
     model5 = {"filters": (32, 64, 128, 256), "dropout": 0.5, "l2": 5e-5, "dense_units": 48, "learning_rate": 1e-3}
-    point = search.space_params({**model5, "batch_size": 128, "augment": 1.0})
+    point = space.space_params({**model5, "batch_size": 128, "augment": 1.0})
     assert point == MODEL5_POINT
-    assert search.config_overrides(point)["filters"] == (32, 64, 128, 256)
+    assert space.config_overrides(point)["filters"] == (32, 64, 128, 256)
     study = optuna.create_study()
     study.enqueue_trial(point)
     trial = study.ask()
-    assert search.suggest_params(trial, image_size=150) == point  # every value lies inside its range
+    assert space.suggest_params(trial, image_size=150) == point  # every value lies inside its range
     with pytest.raises(ConfigError, match="do not double"):
-        search.space_params({**model5, "filters": (32, 48, 96, 192), "batch_size": 128, "augment": 1.0})
+        space.space_params({**model5, "filters": (32, 48, 96, 192), "batch_size": 128, "augment": 1.0})
 
 
 def test_depth_is_capped_by_image_size() -> None:
-    assert search.max_blocks(150) == 5  # 150→74→36→17→7→2
-    assert search.max_blocks(32) == 3  # 32→15→6→2 then a 3×3 conv no longer fits
-    assert search.min_image_size(4) == 46
+    assert space.max_blocks(150) == 5  # 150→74→36→17→7→2
+    assert space.max_blocks(32) == 3  # 32→15→6→2 then a 3×3 conv no longer fits
+    assert space.min_image_size(4) == 46
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    depths = {search.suggest_params(study.ask(), image_size=32)["blocks"] for _ in range(10)}
+    depths = {space.suggest_params(study.ask(), image_size=32)["blocks"] for _ in range(10)}
     assert depths == {3}
     with pytest.raises(ConfigError, match=r"too small.*at least 22 pixels"):
-        search.suggest_params(study.ask(), image_size=12)
+        space.suggest_params(study.ask(), image_size=12)
 
 
 def test_depth_cap_agrees_with_the_model_builder() -> None:
-    from mammo.variants import feature_size
+    from mammo.model.variants import feature_size
 
     for size in range(16, 160):
-        assert search.max_blocks(size) == max(blocks for blocks in range(8) if feature_size(size, blocks) >= 1)
+        assert space.max_blocks(size) == max(blocks for blocks in range(8) if feature_size(size, blocks) >= 1)
 
 
 def test_storage_forms(tmp_path: Path) -> None:
-    assert isinstance(search.open_storage(f"journal:{tmp_path}/a/s.journal"), JournalStorage)
-    assert isinstance(search.open_storage(str(tmp_path / "s.log")), JournalStorage)
-    rdb = search.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=5, grace_period=15)
+    assert isinstance(space.open_storage(f"journal:{tmp_path}/a/s.journal"), JournalStorage)
+    assert isinstance(space.open_storage(str(tmp_path / "s.log")), JournalStorage)
+    rdb = space.open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=5, grace_period=15)
     assert isinstance(rdb, RDBStorage)
     assert rdb.get_heartbeat_interval() == 5
     assert rdb.get_heartbeat_stale_trial_callback() is not None
     with pytest.raises(ConfigError, match=r"neither an RDB URL nor a journal file.*sqlite:///optuna.db"):
-        search.open_storage(str(tmp_path / "optuna.db"))
+        space.open_storage(str(tmp_path / "optuna.db"))
     with pytest.raises(ConfigError, match="grace period longer"):
-        search.open_storage(f"sqlite:///{tmp_path}/x.db", heartbeat_interval=10, grace_period=10)
+        space.open_storage(f"sqlite:///{tmp_path}/x.db", heartbeat_interval=10, grace_period=10)
 
 
 def test_sampler_and_pruner_choices() -> None:
     for name in ("tpe", "random"):
-        assert isinstance(search.make_sampler(name, seed=0), search.PerTrialSeedSampler)
+        assert isinstance(space.make_sampler(name, seed=0), space.PerTrialSeedSampler)
     with pytest.raises(ConfigError, match="--sampler must be one of"):
-        search.make_sampler("cmaes", seed=0)
+        space.make_sampler("cmaes", seed=0)
     with pytest.raises(ConfigError, match="--pruner must be one of"):
-        search.make_pruner("percentile", epochs=3)
-    median = search.make_pruner("median", epochs=3)
+        space.make_pruner("percentile", epochs=3)
+    median = space.make_pruner("median", epochs=3)
     assert isinstance(median, optuna.pruners.MedianPruner)
-    assert isinstance(search.make_pruner("hyperband", epochs=3), optuna.pruners.HyperbandPruner)
-    assert isinstance(search.make_pruner("none", epochs=3), optuna.pruners.NopPruner)
+    assert isinstance(space.make_pruner("hyperband", epochs=3), optuna.pruners.HyperbandPruner)
+    assert isinstance(space.make_pruner("none", epochs=3), optuna.pruners.NopPruner)
 
 
 def test_per_trial_seed_makes_trials_reproducible_and_distinct() -> None:
     """Two independent samplers with one seed agree per trial number, yet trial 0 ≠ trial 1."""
 
     def draws(first_number: int) -> list[dict]:
-        study = optuna.create_study(sampler=search.make_sampler("tpe", seed=7))
+        study = optuna.create_study(sampler=space.make_sampler("tpe", seed=7))
         for _ in range(first_number):  # shift the numbering, as another worker's trials would
             study.add_trial(optuna.create_trial(state=TrialState.FAIL))
-        return [search.suggest_params(study.ask(), image_size=150) for _ in range(2)]
+        return [space.suggest_params(study.ask(), image_size=150) for _ in range(2)]
 
     first, second = draws(0), draws(0)
     assert first == second
@@ -113,17 +114,17 @@ def test_per_trial_seed_makes_trials_reproducible_and_distinct() -> None:
 def test_resume_continues_and_enqueues_model5_once(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
     for _ in range(2):
-        study = search.load_study(
-            study_name="s", storage=storage, metric="val_auc", sampler=search.make_sampler("tpe", seed=0),
+        study = space.load_study(
+            study_name="s", storage=storage, metric="val_auc", sampler=space.make_sampler("tpe", seed=0),
             attrs={"epochs": 2}, reference_params=MODEL5_POINT,
         )  # fmt: skip
         study.optimize(quadratic, n_trials=3)
     trials = study.get_trials()
     assert [trial.number for trial in trials] == list(range(6))
     assert trials[0].params == MODEL5_POINT
-    assert [trial.number for trial in trials if trial.user_attrs.get(search.REFERENCE_ATTR)] == [0]
-    assert search.reference_trial(study).number == 0
-    assert search.trial_counts(study)["trials_complete"] == 6
+    assert [trial.number for trial in trials if trial.user_attrs.get(space.REFERENCE_ATTR)] == [0]
+    assert space.reference_trial(study).number == 0
+    assert space.trial_counts(study)["trials_complete"] == 6
     assert study.user_attrs == {"mammo_metric": "val_auc", "mammo_epochs": 2}
 
 
@@ -132,23 +133,23 @@ def test_study_made_elsewhere_gets_model5_once_it_has_trials(tmp_path: Path) -> 
     foreign = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     foreign.optimize(quadratic, n_trials=1)
     for _ in range(2):
-        study = search.load_study(study_name="s", storage=storage, metric="val_auc", reference_params=MODEL5_POINT)
+        study = space.load_study(study_name="s", storage=storage, metric="val_auc", reference_params=MODEL5_POINT)
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert [trial.user_attrs[search.REFERENCE_ATTR] for trial in waiting] == ["model5"]
+    assert [trial.user_attrs[space.REFERENCE_ATTR] for trial in waiting] == ["model5"]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    search.load_study(study_name="s", storage=storage, metric="val_auc", attrs={"epochs": 2})
+    space.load_study(study_name="s", storage=storage, metric="val_auc", attrs={"epochs": 2})
     with pytest.raises(ConfigError, match=r"epochs=2 \(now 3\).*new --study-name"):
-        search.load_study(study_name="s", storage=storage, metric="val_auc", attrs={"epochs": 3})
+        space.load_study(study_name="s", storage=storage, metric="val_auc", attrs={"epochs": 3})
     with pytest.raises(ConfigError, match=r"created to maximize.*val_loss needs minimize"):
-        search.load_study(study_name="s", storage=storage, metric="val_loss", attrs={"epochs": 2})
+        space.load_study(study_name="s", storage=storage, metric="val_loss", attrs={"epochs": 2})
 
 
 def test_median_pruner_prunes_within_a_six_trial_study() -> None:
     """With the default n_startup_trials=5 almost nothing would be pruned in six trials."""
-    study = optuna.create_study(direction="maximize", pruner=search.make_pruner("median", epochs=3))
+    study = optuna.create_study(direction="maximize", pruner=space.make_pruner("median", epochs=3))
     quality = iter([0.9, 0.8, 0.1, 0.95, 0.2, 0.05])
 
     def objective(trial: optuna.Trial) -> float:
@@ -162,13 +163,13 @@ def test_median_pruner_prunes_within_a_six_trial_study() -> None:
     study.optimize(objective, n_trials=6)
     pruned = [trial.number for trial in study.trials if trial.state == TrialState.PRUNED]
     assert pruned == [2, 4, 5]
-    assert search.trial_counts(study)["trials_pruned"] == 3
+    assert space.trial_counts(study)["trials_pruned"] == 3
 
 
 def _journal_worker(path: str, n_trials: int) -> None:
-    study = search.load_study(
-        study_name="shared", storage=search.open_storage(path), metric="val_auc",
-        sampler=search.make_sampler("tpe", seed=0), reference_params=MODEL5_POINT,
+    study = space.load_study(
+        study_name="shared", storage=space.open_storage(path), metric="val_auc",
+        sampler=space.make_sampler("tpe", seed=0), reference_params=MODEL5_POINT,
     )  # fmt: skip
     study.optimize(quadratic, n_trials=n_trials)
 
@@ -177,11 +178,11 @@ def _journal_worker(path: str, n_trials: int) -> None:
 def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
     run_spawned(_journal_worker, (path, 4), count=2, timeout=120)
-    study = optuna.load_study(study_name="shared", storage=search.open_storage(path))
+    study = optuna.load_study(study_name="shared", storage=space.open_storage(path))
     numbers = [trial.number for trial in study.trials]
     assert sorted(numbers) == list(range(8))
-    assert search.trial_counts(study)["trials_complete"] == 8
-    references = [trial for trial in study.trials if trial.user_attrs.get(search.REFERENCE_ATTR)]
+    assert space.trial_counts(study)["trials_complete"] == 8
+    references = [trial for trial in study.trials if trial.user_attrs.get(space.REFERENCE_ATTR)]
     assert [trial.number for trial in references] == [0]  # only the creating process enqueued Model 5
     points = {tuple(sorted(trial.params.items())) for trial in study.trials}
     assert len(points) == 8  # seeded per trial number: the two workers did not repeat each other
@@ -189,17 +190,17 @@ def test_two_processes_share_one_journal_study(tmp_path: Path) -> None:
 
 def test_a_worker_loading_a_brand_new_study_waits_for_its_creator_to_enqueue_model5(tmp_path: Path) -> None:
     """The CI race: the second worker loaded the study before its creator had enqueued Model 5 as trial 0."""
-    storage = search.open_storage(str(tmp_path / "optuna.journal"))
+    storage = space.open_storage(str(tmp_path / "optuna.journal"))
     creator = optuna.create_study(study_name="shared", storage=storage, direction="maximize")
     late = threading.Timer(
-        0.5, creator.enqueue_trial, (MODEL5_POINT,), {"user_attrs": {search.REFERENCE_ATTR: search.REFERENCE_VALUE}}
+        0.5, creator.enqueue_trial, (MODEL5_POINT,), {"user_attrs": {space.REFERENCE_ATTR: space.REFERENCE_VALUE}}
     )
     late.start()
-    study = search.load_study(study_name="shared", storage=storage, metric="val_auc", reference_params=MODEL5_POINT)
+    study = space.load_study(study_name="shared", storage=storage, metric="val_auc", reference_params=MODEL5_POINT)
     study.optimize(quadratic, n_trials=1)  # at once, as a worker does
     late.join()
     study.optimize(quadratic, n_trials=1)
-    references = [trial.number for trial in study.trials if trial.user_attrs.get(search.REFERENCE_ATTR)]
+    references = [trial.number for trial in study.trials if trial.user_attrs.get(space.REFERENCE_ATTR)]
     assert references == [0]  # the creator's enqueue is trial 0, and the loader did not enqueue a second one
     assert study.trials[0].params == MODEL5_POINT
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
@@ -207,26 +208,26 @@ def test_a_worker_loading_a_brand_new_study_waits_for_its_creator_to_enqueue_mod
 
 def test_best_trial_is_none_before_any_trial_completes() -> None:
     study = optuna.create_study()
-    assert search.best_trial(study) is None
+    assert space.best_trial(study) is None
     values = [0.3, 0.7, 0.7, 0.1]  # trial 1 is best; trial 2 ties it later
     study.optimize(lambda trial: values[trial.number], n_trials=4)
-    assert search.best_trial(study).number == 3  # minimize (Optuna's default direction): 0.1 is trial 3
+    assert space.best_trial(study).number == 3  # minimize (Optuna's default direction): 0.1 is trial 3
     maximize = optuna.create_study(direction="maximize")
     maximize.optimize(lambda trial: values[trial.number], n_trials=4)
-    assert search.best_trial(maximize).number == 1  # a tie goes to the first trial that reached it
-    assert [trial.number for trial in search.best_trials(maximize)] == [1, 2]
+    assert space.best_trial(maximize).number == 1  # a tie goes to the first trial that reached it
+    assert [trial.number for trial in space.best_trials(maximize)] == [1, 2]
 
 
-# --- the parent run's report (mammo.study_report), on pure-Python studies -----------------------
+# --- the parent run's report (mammo.search.study_report), on pure-Python studies -----------------------
 
 
 def _study_with_values(values: list[float], *, direction: str = "maximize") -> optuna.Study:
-    study = optuna.create_study(direction=direction, sampler=search.make_sampler("random", seed=0))
-    study.enqueue_trial(MODEL5_POINT, user_attrs={search.REFERENCE_ATTR: search.REFERENCE_VALUE})
+    study = optuna.create_study(direction=direction, sampler=space.make_sampler("random", seed=0))
+    study.enqueue_trial(MODEL5_POINT, user_attrs={space.REFERENCE_ATTR: space.REFERENCE_VALUE})
     remaining = iter(values)
 
     def objective(trial: optuna.Trial) -> float:
-        search.suggest_params(trial, image_size=150)
+        space.suggest_params(trial, image_size=150)
         return next(remaining)
 
     study.optimize(objective, n_trials=len(values))
@@ -234,7 +235,7 @@ def _study_with_values(values: list[float], *, direction: str = "maximize") -> o
 
 
 def test_summary_reports_counts_best_params_and_the_gain_over_model5() -> None:
-    from mammo import study_report
+    from mammo.search import study_report
 
     params, metrics = study_report.study_summary(_study_with_values([0.70, 0.75, 0.65]))
     assert metrics["trials_complete"] == 3 and metrics["trials_pruned"] == 0 and metrics["trials_failed"] == 0
@@ -248,7 +249,7 @@ def test_summary_reports_counts_best_params_and_the_gain_over_model5() -> None:
 
 
 def test_figures_explain_what_a_small_study_cannot_plot() -> None:
-    from mammo import study_report
+    from mammo.search import study_report
 
     figures = study_report.study_figures(_study_with_values([0.7]))
     assert set(figures) == set(study_report.PLOTS)
@@ -266,7 +267,7 @@ def _predictions(probabilities: list[float], labels: list[int]) -> pd.DataFrame:
 
 
 def test_comparison_with_model5_is_paired_and_needs_significance() -> None:
-    from mammo import study_report
+    from mammo.search import study_report
 
     labels = [0, 1] * 20
     model5 = _predictions([0.9 if label == 0 else 0.1 for label in labels[:16]] + [0.2, 0.8] * 12, labels)  # 24/40
@@ -285,7 +286,7 @@ def test_comparison_with_model5_is_paired_and_needs_significance() -> None:
 
 
 def test_model5_of_another_dataset_is_no_reference() -> None:
-    from mammo import study_report
+    from mammo.search import study_report
 
     labels = [0, 1] * 20
     run_ids = []

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo import promotion, serving, tracking
+from mammo import tracking
 from mammo.data.dicom import patch_from_dicom
-from mammo.model_input import LIMITS
+from mammo.registry import promotion
+from mammo.serve import serving
+from mammo.serve.model_input import LIMITS
 from tests.conftest import free_port, make_dicom, stop_process_group
 from tests.test_registry import SIZE, log_training_run, make_dataset, threshold_model
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo.core.errors import ConfigError
 from mammo.data.splits import split_validation, stratified_group_folds
-from mammo.errors import ConfigError
 
 
 def _rows(patients: int = 60, seed: int = 0) -> pd.DataFrame:

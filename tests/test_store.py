@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.store import load_prepared, write_prepared
-from mammo.errors import DataError
 
 
 def _manifest(count: int) -> pd.DataFrame:

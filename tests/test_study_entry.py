@@ -16,16 +16,18 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from entrypoints import study as study_entry
-from mammo import search, serving, study_report, tracking
+from mammo import tracking
 from mammo.data.store import PreparedDataset, write_prepared
-from mammo.study import ERROR_TAG, TRACEBACK_FILE, settings_from_options
+from mammo.search import space, study_report
+from mammo.search.study import ERROR_TAG, TRACEBACK_FILE, settings_from_options
+from mammo.serve import serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Model 5's four valid 3×3 conv + 2×2 pool blocks need ≥ 46 pixels (see search.min_image_size), so
+# Model 5's four valid 3×3 conv + 2×2 pool blocks need ≥ 46 pixels (see space.min_image_size), so
 # the smallest study that still contains Model 5 trains at 48×48, not 32×32.
 TINY_SIZE = 48
 FAST = ["--epochs", "1", "--quiet", "--sampler", "random"]
-PARENT_NAME = f"study-{search.DEFAULT_STUDY_NAME}"
+PARENT_NAME = f"study-{space.DEFAULT_STUDY_NAME}"
 
 
 def write_tiny_dataset(out: Path, *, train: int = 36, test: int = 12, size: int = TINY_SIZE) -> PreparedDataset:
@@ -84,16 +86,16 @@ def test_unreachable_storage_is_one_line_without_the_password(capsys: pytest.Cap
     assert len(error.splitlines()) == 1 and "Traceback" not in error, error
     assert error.startswith("study: error: the database refused or could not be reached") and "PGPASSWORD" in error
     assert "pw-xyzzy" not in error
-    assert search.storage_has_password("postgresql://u:pw@h/db") and not search.storage_has_password(
+    assert space.storage_has_password("postgresql://u:pw@h/db") and not space.storage_has_password(
         "postgresql://u@h/db"
     )
-    assert search.describe_storage("postgres://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert space.describe_storage("postgres://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
 def test_empty_mlproject_values_mean_defaults() -> None:
     args = study_entry.parse_args(["--study-name", "", "--storage", "", "--seed", "", "--epochs", "", "--timeout", ""])
     settings = settings_from_options(vars(args))
-    assert settings.study_name == search.DEFAULT_STUDY_NAME and settings.storage == search.DEFAULT_STORAGE
+    assert settings.study_name == space.DEFAULT_STUDY_NAME and settings.storage == space.DEFAULT_STORAGE
     assert settings.seed == 0
     assert settings.epochs is None and settings.timeout is None and settings.n_trials == 20
     assert settings.max_trials is None
@@ -109,7 +111,7 @@ def test_study_logs_trials_plots_and_best_then_resumes(
     argv = ["--data", str(tiny.path), "--storage", storage, "--n-trials", "2", *FAST]
     assert study_entry.main(argv) == 0
 
-    (parent,) = _runs(**{tracking.STUDY_TAG: search.DEFAULT_STUDY_NAME, "mlflow.runName": PARENT_NAME})
+    (parent,) = _runs(**{tracking.STUDY_TAG: space.DEFAULT_STUDY_NAME, "mlflow.runName": PARENT_NAME})
     trials = _runs(**{"mlflow.parentRunId": parent.info.run_id})
     assert sorted(run.data.tags[tracking.TRIAL_NUMBER_TAG] for run in trials) == ["0", "1"]
     for run in trials:
@@ -145,10 +147,10 @@ def test_study_logs_trials_plots_and_best_then_resumes(
     np.testing.assert_allclose(scored, best_predictions["probability"], atol=1e-5)
 
     assert study_entry.main(argv) == 0  # the same storage and name: the study continues
-    study = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=storage)
+    study = optuna.load_study(study_name=space.DEFAULT_STUDY_NAME, storage=storage)
     assert [trial.number for trial in study.trials] == [0, 1, 2, 3]
-    assert [trial.number for trial in study.trials if trial.user_attrs.get(search.REFERENCE_ATTR)] == [0]
-    assert len(_runs(**{tracking.STUDY_TAG: search.DEFAULT_STUDY_NAME, "mammo.entry": "study"})) == 2 + 4
+    assert [trial.number for trial in study.trials if trial.user_attrs.get(space.REFERENCE_ATTR)] == [0]
+    assert len(_runs(**{tracking.STUDY_TAG: space.DEFAULT_STUDY_NAME, "mammo.entry": "study"})) == 2 + 4
 
     other_epochs = [*argv, "--epochs", "2"]  # would rank trials of unequal training together
     assert study_entry.main(other_epochs) == 2
@@ -164,8 +166,8 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 @pytest.mark.slow
 def test_pruned_and_failed_trial_runs_end_killed_and_failed(tiny: PreparedDataset) -> None:
-    from mammo.errors import ConfigError
-    from mammo.study import StudySettings, TrialObjective, base_config, reference_params
+    from mammo.core.errors import ConfigError
+    from mammo.search.study import StudySettings, TrialObjective, base_config, reference_params
 
     settings = StudySettings(epochs=2, verbose=0)
     base = base_config(settings, tiny)
@@ -193,17 +195,17 @@ def test_fail_running_trials_fails_a_dead_journal_workers_trial_and_ends_its_run
     tiny: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What a worker killed mid-trial leaves on a journal (no heartbeats): a RUNNING trial and two RUNNING runs."""
-    from mammo.study import RUN_ID_ATTR, WORKER_ATTR, StudySettings, base_config, reference_params
+    from mammo.search.study import RUN_ID_ATTR, WORKER_ATTR, StudySettings, base_config, reference_params
 
     journal = str(tmp_path / "s.journal")
     base = base_config(StudySettings(epochs=1), tiny)
-    study = search.load_study(
-        study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal), metric="val_auc",
+    study = space.load_study(
+        study_name=space.DEFAULT_STUDY_NAME, storage=space.open_storage(journal), metric="val_auc",
         reference_params=reference_params(base), attrs={"epochs": 1, "image_size": TINY_SIZE, "data_digest": tiny.digest,
                                                         "schedule": "quick", "seed": 0},
     )  # fmt: skip
     dead = study.ask()  # the enqueued Model 5 trial, now RUNNING
-    search.suggest_params(dead, image_size=TINY_SIZE)
+    space.suggest_params(dead, image_size=TINY_SIZE)
     parent = MlflowClient().create_run(tracking.use_experiment(), run_name=PARENT_NAME)
     child = MlflowClient().create_run(
         parent.info.experiment_id, tags={"mlflow.parentRunId": parent.info.run_id, tracking.STUDY_TAG: "x"}
@@ -213,7 +215,7 @@ def test_fail_running_trials_fails_a_dead_journal_workers_trial_and_ends_its_run
 
     assert study_entry.main(["--storage", journal, "--fail-running-trials"]) == 0
     assert "failed and re-queued running trials [0]" in capsys.readouterr().out
-    trials = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal)).trials
+    trials = optuna.load_study(study_name=space.DEFAULT_STUDY_NAME, storage=space.open_storage(journal)).trials
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].params == trials[0].params  # the same point, queued for the next worker
     for run_id in (child.info.run_id, parent.info.run_id):
@@ -224,7 +226,7 @@ def test_fail_running_trials_fails_a_dead_journal_workers_trial_and_ends_its_run
 
     argv = ["--data", str(tiny.path), "--storage", journal, "--max-trials", "1", "--best-model", "skip", *FAST]
     assert study_entry.main(argv) == 0  # the retry is the one trial the budget still needs
-    trials = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(journal)).trials
+    trials = optuna.load_study(study_name=space.DEFAULT_STUDY_NAME, storage=space.open_storage(journal)).trials
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
@@ -245,7 +247,7 @@ def test_two_processes_share_one_journal_study(tiny: PreparedDataset, tmp_path: 
     workers = [_worker(argv, tmp_path) for _ in range(2)]
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(outputs)[-3000:]
-    study = optuna.load_study(study_name=search.DEFAULT_STUDY_NAME, storage=search.open_storage(str(journal)))
+    study = optuna.load_study(study_name=space.DEFAULT_STUDY_NAME, storage=space.open_storage(str(journal)))
     assert sorted(trial.number for trial in study.trials) == [0, 1]
     assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
     parents = _runs(**{"mlflow.runName": PARENT_NAME})

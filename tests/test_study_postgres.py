@@ -19,7 +19,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-from mammo import search, tracking
+from mammo import tracking
+from mammo.search import space
 from tests.test_study_entry import write_tiny_dataset
 
 DEFAULT_URL = "postgresql://mammo:mammo@127.0.0.1:5432/mammo_test"
@@ -37,13 +38,13 @@ def _in_ci() -> bool:
 def postgres_url() -> str:
     url = os.environ.get("MAMMO_POSTGRES_URL", DEFAULT_URL)
     try:
-        engine = sqlalchemy.create_engine(search.rdb_url(url), connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(space.rdb_url(url), connect_args={"connect_timeout": 5})
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()
     except Exception as error:  # any driver or connection error means "no server here"
         message = (
-            f"PostgreSQL not reachable at {search.describe_storage(url)} ({type(error).__name__}: "
+            f"PostgreSQL not reachable at {space.describe_storage(url)} ({type(error).__name__}: "
             f"{str(error).strip().splitlines()[0]}); start it with .ci/postgres.sh or set MAMMO_POSTGRES_URL."
         )
         if _in_ci():
@@ -57,7 +58,7 @@ def study_name(postgres_url: str) -> Iterator[str]:
     name = f"mammo-test-{uuid.uuid4().hex[:8]}"
     yield name
     with contextlib.suppress(KeyError):  # the test may have failed before creating it
-        optuna.delete_study(study_name=name, storage=search.open_storage(postgres_url))
+        optuna.delete_study(study_name=name, storage=space.open_storage(postgres_url))
 
 
 SECRET_ROLE = "mammo_secret"  # .ci/postgres.sh: its password is given to the study only through PGPASSWORD
@@ -104,7 +105,7 @@ def test_a_study_through_mlflow_run_with_pgpassword_leaves_no_password_in_the_tr
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.name == "mlflow.db" for path in files) and len(files) > 10  # the scan saw the store
     with contextlib.suppress(KeyError):
-        optuna.delete_study(study_name=name, storage=search.open_storage(storage_with_password(host)))
+        optuna.delete_study(study_name=name, storage=space.open_storage(storage_with_password(host)))
 
 
 def storage_with_password(url: object) -> str:

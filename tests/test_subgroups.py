@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo import evaluation, subgroups
+from mammo.report import evaluation, subgroups
 
 # Eight patches: masses 0–3, calcifications 4–7. Wrong: 1 (mass at 0.7) and 6 (calc at 0.2).
 ROWS = pd.DataFrame({

@@ -20,11 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mammo.core.errors import ConfigError, DataError
 from mammo.data import synthetic
 from mammo.data.cbis import ingest_cbis
 from mammo.data.cohort import plan_abnormalities
 from mammo.data.synthetic import CSV_FILES, DEFAULT_CASES, encode_dicom, generate_tree
-from mammo.errors import ConfigError, DataError
 from tests.conftest import SHARED_CBIS
 
 REAL_CSV = SHARED_CBIS / "csv"

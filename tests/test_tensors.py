@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mammo.core.errors import DataError, RecordError
 from mammo.data.prepare import prepare
-from mammo.errors import DataError, RecordError
 
 
 def _write_tensors(folder: Path, *, size: int = 40, train: int = 6, test: int = 4, bad_label: bool = False) -> None:
@@ -79,8 +79,8 @@ def test_float_tensors_are_scaled_per_dataset_not_per_patch(tmp_path: Path) -> N
 
 
 def test_tensors_carry_no_patients_so_a_patient_split_is_logged_as_per_image(tmp_path: Path) -> None:
-    from mammo.training import run_params
-    from mammo.variants import make_config
+    from mammo.model.variants import make_config
+    from mammo.train.training import run_params
 
     _write_tensors(tmp_path / "npy")
     dataset = prepare(source="tensors", data_dir=tmp_path / "npy", out=tmp_path / "out", image_size=32).dataset

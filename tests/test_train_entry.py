@@ -15,12 +15,13 @@ import pytest
 from mlflow import MlflowClient
 
 from entrypoints import train, train_all
-from mammo import serving, tracking
+from mammo import tracking
+from mammo.core.errors import ConfigError
+from mammo.core.pixels import scale_patches
 from mammo.data.store import PreparedDataset
-from mammo.errors import ConfigError
-from mammo.model_input import patch_table
-from mammo.pixels import scale_patches
-from mammo.variants import VARIANTS
+from mammo.model.variants import VARIANTS
+from mammo.serve import serving
+from mammo.serve.model_input import patch_table
 from tests.conftest import artifact_paths
 from tests.test_pipeline import make_speck_dataset
 
@@ -153,7 +154,7 @@ def _out_of_memory_for(monkeypatch: pytest.MonkeyPatch, variants: set[str]) -> N
     """Building these variants raises TensorFlow's own out-of-memory error; the others build as usual."""
     import tensorflow as tf
 
-    from mammo import training
+    from mammo.train import training
 
     real_build = training.build_model
 

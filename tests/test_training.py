@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mammo.data.store import PreparedDataset
-from mammo.training import fit
-from mammo.variants import make_config
+from mammo.model.variants import make_config
+from mammo.train.training import fit
 from tests.test_pipeline import make_speck_dataset
 
 EPOCHS = 5

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mammo import tracking
-from mammo.errors import ConfigError
-from mammo.variants import SCHEDULES, VARIANTS, build_model, feature_size, make_config, make_optimizer
+from mammo.core.errors import ConfigError
+from mammo.model.variants import SCHEDULES, VARIANTS, build_model, feature_size, make_config, make_optimizer
 
 # Counted by hand from the layer shapes (3×3 valid conv + 2×2 pool per block, 150 → 148 → 74 → ...).
 EXPECTED_PARAMETERS_150 = {

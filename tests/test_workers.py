@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mammo import search, workers
+from mammo.search import space, workers
 from tests.conftest import run_spawned
 from tests.test_search import MODEL5_POINT, quadratic
 
@@ -31,9 +31,9 @@ def _pruning_objective(trial: optuna.Trial) -> float:
 
 
 def _budget_worker(path: str) -> None:
-    study = search.load_study(
-        study_name="budget", storage=search.open_storage(path), metric="val_auc",
-        sampler=search.make_sampler("random", seed=0), reference_params=MODEL5_POINT,
+    study = space.load_study(
+        study_name="budget", storage=space.open_storage(path), metric="val_auc",
+        sampler=space.make_sampler("random", seed=0), reference_params=MODEL5_POINT,
     )  # fmt: skip
     with workers.budget_lock(storage_path=Path(path), rdb_url=None, study_name="budget") as lock:
         workers.optimize_within_budget(study, _pruning_objective, max_trials=BUDGET, lock=lock)
@@ -43,14 +43,14 @@ def _budget_worker(path: str) -> None:
 def test_three_processes_finish_exactly_the_budget_on_a_journal(tmp_path: Path) -> None:
     path = str(tmp_path / "optuna.journal")
     run_spawned(_budget_worker, (path,), count=3, timeout=180)
-    study = optuna.load_study(study_name="budget", storage=search.open_storage(path))
+    study = optuna.load_study(study_name="budget", storage=space.open_storage(path))
     states = [trial.state for trial in study.trials]
     assert len(states) == BUDGET and set(states) == {TrialState.COMPLETE, TrialState.PRUNED}
     assert sorted(trial.number for trial in study.trials) == list(range(BUDGET))
 
 
 def test_budget_counts_what_is_already_there_and_n_trials_still_caps_a_worker(tmp_path: Path) -> None:
-    storage = search.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    storage = space.open_storage(f"sqlite:///{tmp_path}/optuna.db")
     study = optuna.create_study(storage=storage, direction="maximize")
     study.optimize(quadratic, n_trials=2)
     lock = workers._NoLock()
@@ -61,7 +61,7 @@ def test_budget_counts_what_is_already_there_and_n_trials_still_caps_a_worker(tm
 
 
 def test_failed_trials_do_not_use_the_budget_and_bugs_propagate(tmp_path: Path) -> None:
-    from mammo.errors import TrialError
+    from mammo.core.errors import TrialError
 
     study = optuna.create_study(direction="maximize")
 

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo.core.errors import ConfigError, DataError, RecordError
+from mammo.core.labels import LABELS
 from mammo.data.dicom import StoredImage, patch_from_dicom, read_stored, resize_patch
 from mammo.data.dicom_index import index_tree, make_pool, ordered_map
 from mammo.data.masks import binary_mask_extent, crop_region
 from mammo.data.store import MANIFEST_COLUMNS
-from mammo.errors import ConfigError, DataError, RecordError
-from mammo.labels import LABELS
 
 # The four files as TCIA names them, in the order rows are read; the split comes from the name.
 CSV_FILES = (

@@ -26,9 +26,9 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from skimage.transform import resize
 
+from mammo.core.errors import RecordError
+from mammo.core.pixels import PIXEL_MAX
 from mammo.data.masks import is_roi_mask
-from mammo.errors import RecordError
-from mammo.pixels import PIXEL_MAX
 
 HEADER_KEYWORDS = (
     "PatientID",

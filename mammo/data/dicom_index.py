@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mammo.core.errors import DataError, RecordError
 from mammo.data.dicom import read_header
-from mammo.errors import DataError, RecordError
 
 INDEX_COLUMNS = [
     "path", "patient_id", "study_uid", "series_uid", "sop_uid", "series_description", "rows", "columns",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammo.errors import RecordError
+from mammo.core.errors import RecordError
 
 
 def is_roi_mask(pixels: np.ndarray) -> bool:

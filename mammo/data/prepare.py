@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mammo.core.errors import ConfigError, DataError
 from mammo.data.store import (
     SPLITS,
     STAGING_PREFIX,
@@ -26,7 +27,6 @@ from mammo.data.store import (
     remove_stale_staging,
     write_prepared,
 )
-from mammo.errors import ConfigError, DataError
 
 SOURCES = ("synthetic", "cbis-ddsm", "tensors")
 PATCH_MODES = ("crop", "roi")

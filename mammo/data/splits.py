@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 
 SPLIT_MODES = ("patient", "image")
 FINE_FOLDS = 50  # patient folds the validation share is assembled from: ~2 % steps on a large train split

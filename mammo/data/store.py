@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from mammo import __version__
-from mammo.errors import DataError
-from mammo.labels import CLASS_NAMES
+from mammo.core.errors import DataError
+from mammo.core.labels import CLASS_NAMES
 
 PATCHES_FILE = "patches.npy"
 MANIFEST_FILE = "manifest.csv"

@@ -33,9 +33,9 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from tqdm import tqdm
 
 from mammo import __version__
+from mammo.core.errors import ConfigError, DataError, MammoError
 from mammo.data import phantom
 from mammo.data.cohort import COLUMNS, MIN_CASES, Abnormality, plan_abnormalities
-from mammo.errors import ConfigError, DataError, MammoError
 
 DEFAULT_CASES = 1120  # case rows (abnormality × view): ~900 train / ~200 test patches, 10–15 s to generate
 DESCRIPTION = {"full": "full mammogram images", "mask": "ROI mask images", "crop": "cropped images"}

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammo.core.errors import DataError, RecordError
+from mammo.core.labels import CALCIFICATION, MASS
+from mammo.core.pixels import PIXEL_MAX
 from mammo.data.dicom import resize_patch
-from mammo.errors import DataError, RecordError
-from mammo.labels import CALCIFICATION, MASS
-from mammo.pixels import PIXEL_MAX
 
 FILES = {
     "train": ("train_tensor.npy", "train_labels.npy"),

@@ -25,8 +25,9 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mammo import search, tracking
-from mammo.study import ERROR_TAG, RUN_ID_ATTR, WORKER_ATTR
+from mammo import tracking
+from mammo.search import space
+from mammo.search.study import ERROR_TAG, RUN_ID_ATTR, WORKER_ATTR
 from tests.team.conftest import TRAINER, Postgres, TeamServer, stop_process_group
 from tests.test_study_entry import FAST, REPO_ROOT, write_tiny_dataset
 
@@ -71,7 +72,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_its_runs_end_failed(
                 [sys.executable, "-m", "entrypoints.study", *argv], cwd=tmp_path, env=env, stdout=output,
                 stderr=subprocess.STDOUT, start_new_session=True,
             ))  # fmt: skip
-    env_storage = search.open_storage(search.rdb_url(postgres.url_for("mammo_test", with_password=True)))
+    env_storage = space.open_storage(space.rdb_url(postgres.url_for("mammo_test", with_password=True)))
     try:
         deadline = time.monotonic() + WAIT_S
         victim = None

@@ -27,7 +27,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 from entrypoints import evaluate, predict, promote, train
-from mammo import serving, tracking
+from mammo import tracking
+from mammo.serve import serving
 from tests.team.conftest import READER, TRAINER, TeamServer, free_port, stop_process_group
 from tests.test_study_entry import write_tiny_dataset
 

@@ -1,0 +1,1 @@
+"""Conventions every layer shares: errors, console, pixels, precision, labels, private-API door."""

@@ -1,0 +1,1 @@
+"""The model registry: candidates, lineage, the gate, versions and aliases, promote, evaluate."""

@@ -1,0 +1,1 @@
+"""Serving: what the model accepts, the pyfunc, batch prediction over folders."""

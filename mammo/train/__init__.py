@@ -1,0 +1,1 @@
+"""Training: one run (fit, kept checkpoint, threshold), the series of variants, cross-validation."""
