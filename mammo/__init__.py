@@ -33,8 +33,9 @@ Modules (one line each):
     train/training         fit with callbacks, the kept checkpoint and the decision threshold; one run's logging
     serve/inference        batch prediction over a folder of DICOM / PNG / NumPy files → a CSV
     serve/model_input      what the served model accepts (dicom / patch / pixels rows) and the request limits
+    serve/pyfunc           the pyfunc the logged model runs (PatchClassifier, its signature): what the model carries
     serve/served_model     the served model's code file (MLflow models from code)
-    serve/serving          the pyfunc (models from code, carrying serve/ and what it imports), logging, loading and scoring it
+    serve/serving          logging the pyfunc (models from code, carrying serve/pyfunc's import closure), loading, scoring
     report/evaluation      metrics, confidence intervals (Wilson, DeLong), McNemar, wrong/worst, calibration, threshold
     report/plots           matplotlib figures, computed then rendered
     report/published       the published project's Model 0–5 figures and when ours compare with them
@@ -58,7 +59,7 @@ Modules (one line each):
     data/synthetic         a generated CBIS-DDSM tree in the real TCIA layout (the default)
     data/tensors           the published project's numpy layout
     core/booleans          the one reading of true/false written as text (flags, MLproject parameters, logged params)
-    core/compat            the private APIs of Optuna, Keras, MLflow and argparse we use, behind one door
+    core/compat            the private APIs of Optuna, Keras, MLflow and argparse we use, behind one door (lazy imports)
     core/console           a clean console: TensorFlow's native start-up notes dropped in entry points and benchmarks
     core/decision          the decision rule (calcification when p > the model's threshold) and its default, 0.5
     core/errors            the error classes; every message says how to fix the problem; user-caused library errors in one line

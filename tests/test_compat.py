@@ -52,7 +52,7 @@ def _names(path) -> set[str]:
 def test_the_private_names_are_used_only_behind_the_door() -> None:
     files = [*(REPO_ROOT / "mammo").rglob("*.py"), *(REPO_ROOT / "entrypoints").glob("*.py")]
     users = {str(path.relative_to(REPO_ROOT)): sorted(_names(path) & PRIVATE_NAMES) for path in files
-             if path != REPO_ROOT / "mammo" / "compat.py" and _names(path) & PRIVATE_NAMES}  # fmt: skip
+             if path != REPO_ROOT / "mammo" / "core" / "compat.py" and _names(path) & PRIVATE_NAMES}  # fmt: skip
     assert users == {}, f"private library APIs outside mammo/core/compat.py: {users}"
 
 
@@ -121,3 +121,18 @@ def test_argparse_actions_list_every_option_with_its_type_and_default() -> None:
     assert set(actions) == {"help", "epochs"}, f"{python} changed ArgumentParser._actions: rewrite mammo/core/compat.py"
     assert actions["epochs"].option_strings == ["--epochs"] and actions["epochs"].type is int, python
     assert actions["epochs"].default == "3", f"{python} changed an Action's default: rewrite mammo/core/compat.py"
+
+
+def test_keras_get_file_calls_are_recorded_as_the_applications_make_them(tmp_path) -> None:
+    import inspect
+
+    from keras.src.applications import mobilenet_v3
+    from keras.src.utils import file_utils
+
+    assert "file_utils.get_file(" in inspect.getsource(mobilenet_v3), upgrade("keras", "how applications fetch weights")
+    source = tmp_path / "weights.h5"
+    source.write_bytes(b"not really weights")
+    with compat.recorded_downloads() as calls:
+        path = file_utils.get_file("weights.h5", source.as_uri(), cache_dir=str(tmp_path / "cache"))
+    assert calls == [{"file": "weights.h5", "url": source.as_uri(), "path": str(path)}], upgrade("keras", "get_file")
+    assert file_utils.get_file is not None and "recording" not in file_utils.get_file.__name__  # put back

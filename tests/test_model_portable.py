@@ -1,8 +1,8 @@
 """The promoted model loads and predicts anywhere: a fresh virtual environment built only from the model's
 own requirements.txt, in a folder outside this checkout, where `mammo` is not installed.
 
-The model carries its code (MLflow "models from code" + the `mammo` package as code_paths), so nothing of
-ours is unpickled. pip installs from its cache when the project's own install filled it (CI does).
+The model carries its code (MLflow "models from code" + serve/pyfunc and what it imports as code_paths),
+so nothing of ours is unpickled and nothing of training, search or the registry travels with it. pip installs from its cache when the project's own install filled it (CI does).
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def test_the_champion_loads_and_predicts_in_a_fresh_venv_built_from_its_requirem
     result = predict_in_fresh_venv(model_dir, patches=outside / "patches.npy", dicom=dicom, folder=outside)
 
     assert Path(result["code"]).is_relative_to(model_dir)  # the model's own copy of the package
+    carried = sorted(path.relative_to(model_dir / "code" / "mammo").as_posix()
+                     for path in (model_dir / "code" / "mammo").rglob("*.py"))  # fmt: skip
+    assert carried == [path.relative_to(serving.PACKAGE_ROOT).as_posix() for path in serving.served_modules()]
+    assert "serve/pyfunc.py" in carried and "data/dicom.py" in carried
+    assert not [name for name in carried if name.split("/")[0] in {"train", "search", "registry", "report", "model"}]
     model = mlflow.pyfunc.load_model(champion)
     assert result["patches"] == pytest.approx(serving.predict_batches(model, patches).tolist(), abs=1e-6)
     assert result["labels"] == [int(p > serving.threshold(model)) for p in result["patches"]]

@@ -9,11 +9,14 @@ that an entry point's `--help` loads none of them.
     Keras 3.15    RandomShear._transform_images (the per-batch image transform a subclass replaces)
     MLflow 3.17   mlflow.utils.validation._validate_model_alias_name(_reserved)
     argparse      ArgumentParser._actions (every declared option, with its type and default)
+    Keras 3.15    keras.src.utils.file_utils.get_file (what keras.applications download, recorded)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -60,3 +63,30 @@ class ShearImagesHook:
 
     def _transform_images(self, images: Any, transformation: Any, interpolation: str) -> Any:
         return self.shear_images(images, transformation, interpolation)
+
+
+@contextlib.contextmanager
+def recorded_downloads() -> Iterator[list[dict[str, str]]]:
+    """Every weights file a keras.applications builder asks Keras's `get_file` for: name, URL, local path.
+
+    The applications keep their file names and URLs in module constants and call
+    `keras.src.utils.file_utils.get_file` (a private module, looked up at call time), so recording
+    that call is the one way to name the exact file that was loaded (for its hash) or that could
+    not be fetched (for the offline message).
+    """
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    calls: list[dict[str, str]] = []
+
+    def recording(fname=None, origin=None, *args, **kwargs):  # get_file's own signature
+        call = {"file": str(fname or str(origin).rsplit("/", 1)[-1]), "url": str(origin), "path": ""}
+        calls.append(call)
+        call["path"] = str(original(fname, origin, *args, **kwargs))
+        return call["path"]
+
+    file_utils.get_file = recording
+    try:
+        yield calls
+    finally:
+        file_utils.get_file = original

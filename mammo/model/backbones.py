@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mammo.core.compat import recorded_downloads
 from mammo.core.errors import ConfigError, MammoError
 
 BACKBONE_LAYER = "backbone"  # the nested keras.applications model inside ours
@@ -107,33 +108,6 @@ class WeightsInfo:
 
     def params(self) -> dict[str, str]:
         return {"weights_file": self.file or "none", "weights_sha256": self.sha256 or "none"}
-
-
-@contextlib.contextmanager
-def recorded_downloads() -> Iterator[list[dict[str, str]]]:
-    """Every weights file a keras.applications builder asks Keras's `get_file` for: name, URL, local path.
-
-    The applications keep their file names and URLs in module constants and call
-    `keras.src.utils.file_utils.get_file` (a private module, looked up at call time), so recording
-    that call is the one way to name the exact file that was loaded (for its hash) or that could
-    not be fetched (for the offline message).
-    """
-    from keras.src.utils import file_utils
-
-    original = file_utils.get_file
-    calls: list[dict[str, str]] = []
-
-    def recording(fname=None, origin=None, *args, **kwargs):  # get_file's own signature
-        call = {"file": str(fname or str(origin).rsplit("/", 1)[-1]), "url": str(origin), "path": ""}
-        calls.append(call)
-        call["path"] = str(original(fname, origin, *args, **kwargs))
-        return call["path"]
-
-    file_utils.get_file = recording
-    try:
-        yield calls
-    finally:
-        file_utils.get_file = original
 
 
 def _offline_message(backbone: Backbone, call: dict[str, str] | None, error: Exception) -> str:

@@ -1,7 +1,8 @@
 """The served model: DICOM files, uint16 patches or pixel arrays in, P(calcification) and a label out.
 
 `log_model` logs the trained Keras model as an MLflow pyfunc built from code (`served_model.py`,
-MLflow's "models from code") that carries its own copy of this package (`code_paths`), so the
+MLflow's "models from code") that carries the modules of ours it imports (`served_modules`: serve/pyfunc,
+model_input, the DICOM reader and core/, as `code_paths`), so the
 model loads and serves in any environment built from its own requirements.txt: another machine,
 `mlflow models serve --env-manager virtualenv`, a `mlflow models build-docker` image. Nothing of
 ours is CloudPickled. Everything that loads it (`mlflow.pyfunc.load_model`, `mlflow models serve`,
@@ -21,6 +22,7 @@ scoring server answers with HTTP 400 and the message (which row, what is wrong, 
 
 from __future__ import annotations
 
+import ast
 import shutil
 import tempfile
 from importlib import metadata
@@ -30,81 +32,30 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, set_model  # noqa: F401 (set_model: re-exported for served_model.py, the model's code file)
 from mlflow.models.model import ModelInfo
-from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from mammo import tracking
-from mammo.core.decision import DEFAULT_THRESHOLD, predict_labels
-from mammo.core.errors import ConfigError, RecordError
-from mammo.core.pixels import PIXEL_MAX, as_patch_batch, scale_patches
-from mammo.serve.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table, patches_from_input
+from mammo.core.decision import DEFAULT_THRESHOLD
+from mammo.core.errors import ConfigError
+from mammo.core.pixels import PIXEL_MAX, as_patch_batch
+from mammo.serve.model_input import INPUT_DICOM, INPUT_PATCH, INPUT_PIXELS, INPUT_SHAPE, patch_table
+from mammo.serve.pyfunc import (  # noqa: F401 (re-exported: the names callers read as serving.X)
+    KERAS_ARTIFACT,
+    LABEL_COLUMN,
+    OUTPUT_COLUMN,
+    PREDICT_BATCH,
+    PatchClassifier,
+    signature,
+)
 
-KERAS_ARTIFACT = "keras_model"
-OUTPUT_COLUMN = "p_calcification"
-LABEL_COLUMN = "predicted_label"
-PREDICT_BATCH = 64
 SCORE_BATCH = 256  # rows per pyfunc call when scoring a whole split (the served model's row limit)
 MODEL_CODE = Path(__file__).with_name("served_model.py")
-PACKAGE_DIR = Path(__file__).parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the `mammo` folder
 # Listed rather than inferred: inference imports the model in a subprocess (TensorFlow: ~20 s).
 REQUIREMENTS = (
     "tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy", "pandas", "pydicom", "pylibjpeg",
     "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "scikit-image",
 )  # fmt: skip
-
-
-class PatchClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc around the Keras model: a table of DICOM / patch / pixels rows → p_calcification, label."""
-
-    def load_context(self, context: Any) -> None:
-        import keras
-
-        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
-        self.image_size = int(self.model.input_shape[1])
-        config = dict(getattr(context, "model_config", None) or {})
-        # The side `prepare` cut the training patches to (log_model stores it in the model config):
-        # inputs are resized to it with the prepare code, then to the network's input as training did.
-        self.prepared_size = int(config.get("prepared_size") or self.image_size)
-        self.threshold = float(config.get("decision_threshold", DEFAULT_THRESHOLD))
-
-    @property
-    def patch_size(self) -> int:
-        return self.prepared_size
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        try:
-            patches = patches_from_input(model_input, size=self.prepared_size)  # (n, S0, S0) uint16
-        except RecordError as error:
-            raise MlflowException.invalid_parameter_value(str(error)) from error
-        probabilities = self.probabilities(patches)
-        labels = predict_labels(probabilities, threshold=self.threshold)
-        return pd.DataFrame({OUTPUT_COLUMN: probabilities, LABEL_COLUMN: labels})
-
-    def probabilities(self, patches: np.ndarray) -> np.ndarray:
-        """P(calcification) for prepared uint16 patches (n, S0, S0), PREDICT_BATCH at a time.
-
-        `predict_on_batch` runs the compiled predict step directly: `Model.predict` sets up a data
-        adapter and callbacks on every call, which cost more than the network itself on one patch.
-        """
-        images = scale_patches(patches, image_size=self.image_size)  # (n, S, S, 1) float32
-        batches = [
-            np.asarray(self.model.predict_on_batch(images[start : start + PREDICT_BATCH]), dtype=np.float64)
-            for start in range(0, len(images), PREDICT_BATCH)
-        ]
-        return np.concatenate(batches).reshape(-1) if batches else np.zeros(0)
-
-
-def signature() -> ModelSignature:
-    """Three optional input columns (one form per row) and the two output columns."""
-    inputs = Schema([
-        ColSpec("binary", INPUT_DICOM, required=False), ColSpec("binary", INPUT_PATCH, required=False),
-        ColSpec(AnyType(), INPUT_SHAPE, required=False), ColSpec(AnyType(), INPUT_PIXELS, required=False),
-    ])  # fmt: skip
-    return ModelSignature(
-        inputs=inputs, outputs=Schema([ColSpec("double", OUTPUT_COLUMN), ColSpec("long", LABEL_COLUMN)])
-    )
 
 
 # tensorflow-cpu has wheels for Linux x86-64 only (pyproject.toml's markers): elsewhere the same version of tensorflow.
@@ -131,10 +82,43 @@ def requirements() -> list[str]:
     return pins
 
 
-def _package_copy(folder: Path) -> Path:
-    """A clean copy of the `mammo` package (no caches) for the model's code_paths."""
+def served_modules() -> list[Path]:
+    """The files of `mammo` the served model imports: served_model.py's import closure, with its packages' __init__.
+
+    Lazy imports inside functions count too (ast.walk sees them), so what a logged model carries
+    is exactly what it can import, whatever the rest of the package grows into.
+    """
+    found: set[Path] = set()
+    todo = [MODEL_CODE]
+    while todo:
+        for module in _mammo_imports(todo.pop()):
+            parts = module.split(".")[1:]
+            for depth in range(len(parts) + 1):  # every package on the way, then the module itself
+                folder = PACKAGE_ROOT.joinpath(*parts[:depth])
+                for path in (folder / "__init__.py", folder.with_suffix(".py")):
+                    if path.is_file() and path not in found and path != MODEL_CODE:
+                        found.add(path)
+                        todo.append(path)
+    return sorted(found)
+
+
+def _mammo_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if name == "mammo" or name.startswith("mammo.")}
+
+
+def _served_copy(folder: Path) -> Path:
+    """A copy of the served modules (no caches) as a `mammo` package, for the model's code_paths."""
     target = folder / "mammo"
-    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for path in served_modules():
+        destination = target / path.relative_to(PACKAGE_ROOT)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
     return target
 
 
@@ -158,7 +142,7 @@ def log_model(
         return mlflow.pyfunc.log_model(
             name=tracking.MODEL_ARTIFACT,
             python_model=str(MODEL_CODE),
-            code_paths=[str(_package_copy(Path(tmp)))],
+            code_paths=[str(_served_copy(Path(tmp)))],
             artifacts={KERAS_ARTIFACT: str(keras_file)},
             # MLflow also logs model_config as the run's params: names that do not clash with the config's.
             model_config={"prepared_size": prepared_size, "decision_threshold": float(threshold)},
