@@ -215,6 +215,7 @@ def test_precision_auto_follows_the_hardware_and_an_explicit_choice_wins(tmp_pat
     assert choose_precision("auto", flags=cpu_flags(cpuinfo), gpus=0) == "mixed_bfloat16"  # read from the file
 
 
+@pytest.mark.slow
 def test_a_stream_started_at_step_k_goes_on_as_the_whole_stream_would(dataset: PreparedDataset) -> None:
     """What a resumed run reads: the same shuffle and augmentation draws as the run that never stopped."""
     config = small_config(augment=1.0)

@@ -16,6 +16,7 @@ def _runs() -> list[mlflow.entities.Run]:
     return mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list")
 
 
+@pytest.mark.slow
 def test_prepare_logs_a_run_with_the_dataset_and_skip_report_and_a_rerun_is_a_no_op(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -61,6 +61,7 @@ def test_promote_ranks_on_the_kept_checkpoint_not_the_last_epoch(tmp_path: Path)
         promotion.promote(select_metric="auc")
 
 
+@pytest.mark.slow
 def test_bad_aliases_are_refused_before_anything_is_registered_and_a_registered_run_is_reused(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     good = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
@@ -93,6 +94,7 @@ def test_an_unreadable_registry_is_an_error_not_an_empty_one(monkeypatch: pytest
         versions.current_version(MODEL, "champion")
 
 
+@pytest.mark.slow
 def test_a_failure_between_the_alias_moves_is_finished_by_the_next_promotion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +122,7 @@ def test_a_failure_between_the_alias_moves_is_finished_by_the_next_promotion(
     assert versions.PENDING_PREVIOUS_TAG not in _version("2").tags
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_and_a_live_one_makes_promote_wait_then_say_so(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     run_id = log_training_run(dataset, threshold_model(0.3), val_auc=0.8)
@@ -188,6 +191,7 @@ with versions.promotion_lock("mammo-cnn", wait_s=120, stale_s=stale_s, poll_s=0.
 """
 
 
+@pytest.mark.slow
 def test_two_processes_waiting_on_a_stale_lock_hold_it_one_after_the_other(tmp_path: Path, tracking_uri: str) -> None:
     stale_s, hold_s = 1.0, 2.5
     client, lock = MlflowClient(), f"{MODEL}{versions.LOCK_SUFFIX}"
@@ -244,6 +248,7 @@ def log_run_with_threshold(dataset, model, *, threshold: float, val_auc: float) 
         return run.info.run_id
 
 
+@pytest.mark.slow
 def test_the_gate_judges_the_rule_the_served_model_applies(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     _, patches, labels = lineage.held_out_patches(dataset)
@@ -296,6 +301,7 @@ def log_run(dataset: PreparedDataset, threshold: float, *, val_auc: float, **par
         return run.info.run_id
 
 
+@pytest.mark.slow
 def test_promote_stops_on_two_datasets_and_promotes_within_the_one_data_names(tmp_path: Path, capsys) -> None:
     synthetic = make_dataset(tmp_path / "synthetic")
     real = other_dataset(tmp_path)
@@ -320,6 +326,7 @@ def test_promote_stops_on_two_datasets_and_promotes_within_the_one_data_names(tm
         promotion.promote(run_id=easy, data=real.path)  # a model is gated on its own dataset's test split
 
 
+@pytest.mark.slow
 def test_a_champion_of_another_dataset_is_replaced_only_by_a_rebaseline(tmp_path: Path, capsys) -> None:
     synthetic = make_dataset(tmp_path / "synthetic")
     real = other_dataset(tmp_path)
@@ -344,6 +351,7 @@ def test_a_champion_of_another_dataset_is_replaced_only_by_a_rebaseline(tmp_path
     assert f"**Re-baseline**: the champion it was gated against was trained on another dataset (synthetic-{synthetic.digest})" in second.description  # fmt: skip
 
 
+@pytest.mark.slow
 def test_per_image_and_cross_validation_runs_never_win_by_default(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     leaky = log_run(dataset, 0.3, val_auc=0.99, split_by="image")

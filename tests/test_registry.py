@@ -94,6 +94,7 @@ def _version(version: str) -> mlflow.entities.model_registry.ModelVersion:
     return MlflowClient().get_model_version(tracking.MODEL_NAME, version)
 
 
+@pytest.mark.slow
 def test_first_promotion_then_a_better_one_then_a_significantly_worse_one(tmp_path: Path, capsys) -> None:
     dataset = make_dataset(tmp_path / "prepared")
     with pytest.raises(ConfigError, match=r"no finished run .* logged a model and the metric 'kept_val_auc'"):

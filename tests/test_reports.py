@@ -35,6 +35,7 @@ def dataset(tmp_path: Path) -> PreparedDataset:
     return write_prepared(tmp_path / "prepared", patches=patches, manifest=manifest, source="test", options={})
 
 
+@pytest.mark.slow
 def test_a_training_run_logs_every_metric_plot_and_the_predictions(dataset: PreparedDataset) -> None:
     """What training does in one run: curves and samples, the best-checkpoint report, the `_end` one."""
     test_rows = dataset.split_indices("test")[::-1]  # any order: the predictions file is sorted by index

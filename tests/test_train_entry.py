@@ -197,6 +197,7 @@ def test_train_all_goes_on_past_a_failing_variant_and_lists_it(tmp_path: Path, m
     assert "**model3**: 1 run(s) FAILED" in markdown and "ResourceExhaustedError" in markdown
 
 
+@pytest.mark.slow
 def test_train_all_whose_every_variant_fails_ends_its_parent_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

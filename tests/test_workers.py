@@ -49,6 +49,7 @@ def test_three_processes_finish_exactly_the_budget_on_a_journal(tmp_path: Path) 
     assert sorted(trial.number for trial in study.trials) == list(range(BUDGET))
 
 
+@pytest.mark.slow
 def test_budget_counts_what_is_already_there_and_n_trials_still_caps_a_worker(tmp_path: Path) -> None:
     storage = space.open_storage(f"sqlite:///{tmp_path}/optuna.db")
     study = optuna.create_study(storage=storage, direction="maximize")
@@ -60,6 +61,7 @@ def test_budget_counts_what_is_already_there_and_n_trials_still_caps_a_worker(tm
     assert workers.budget_counts(study) == (5, 0)
 
 
+@pytest.mark.slow
 def test_failed_trials_do_not_use_the_budget_and_bugs_propagate(tmp_path: Path) -> None:
     from mammo.core.errors import TrialError
 
