@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -75,7 +76,9 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
-    yield uri
+    path = list(sys.path)  # a test's mlflow.pyfunc.load_model puts the model's code copy first; spawned
+    yield uri  # workers of later tests inherit sys.path and would import that partial copy of `mammo`
+    sys.path[:] = path
     while mlflow.active_run() is not None:
         mlflow.end_run()
 

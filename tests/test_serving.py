@@ -168,3 +168,27 @@ def test_the_served_champion_scores_every_input_form_and_refuses_hostile_input(
         assert server.poll() is None  # still serving after all of it
     finally:
         stop_process_group(server)
+
+
+@pytest.mark.slow
+def test_loading_a_model_leaves_the_whole_package_importable_here_and_in_spawned_workers(champion: str) -> None:
+    """MLflow prepends the model's code copy (the served modules only) to sys.path; `serving.load` puts it back."""
+    import multiprocessing
+
+    before = list(sys.path)
+    model = serving.load(champion)
+    assert sys.path == before
+    assert serving.probabilities_of(
+        model.predict(pd.DataFrame({"pixels": [np.random.default_rng(0).integers(0, 65535, (SIZE, SIZE))]}))
+    ).shape == (1,)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:  # a worker imports what the served copy lacks: training, the study, the store
+        assert pool.apply(_import_the_rest) == "mammo.search.study"
+
+
+def _import_the_rest() -> str:
+    import importlib
+
+    for name in ("mammo.train.training", "mammo.data.store", "mammo.core.booleans"):
+        importlib.import_module(name)
+    return importlib.import_module("mammo.search.study").__name__

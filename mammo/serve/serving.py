@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -162,8 +163,18 @@ def log_model(
 
 
 def load(model_uri: str) -> Any:
-    """A pyfunc model of ours, loaded; MLflow's errors (unknown URI, no such alias) pass through."""
-    return mlflow.pyfunc.load_model(model_uri)
+    """A pyfunc model of ours, loaded; MLflow's errors (unknown URI, no such alias) pass through.
+
+    MLflow puts the model's code folder first on sys.path and leaves it there. Here `mammo` is
+    imported already (the classes come from it), and that folder holds only the served modules, so
+    the path is put back: a later import in this process, or a worker it spawns (which inherits
+    sys.path), keeps finding the whole package.
+    """
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        sys.path[:] = path
 
 
 def classifier(model: Any) -> PatchClassifier:

@@ -44,15 +44,8 @@ PARAM_NAMES = (
     "batch_size", "epochs", "patience", "augment", "image_size", "split_by", "val_fraction",
     "seed", "data_source", "data_digest",
 )  # fmt: skip
-EPOCH_METRICS = (
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_auc",
-    "learning_rate",
-    "phase",
-)  # phase: backbones
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc", "learning_rate")
+BACKBONE_EPOCH_METRICS = ("phase",)  # a backbone run's epochs also say their fine-tuning phase (1 head, 2 top blocks)
 TEST_METRICS = (
     "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high", "test_auc", "test_loss",
     "test_balanced_accuracy", "test_recall_mass", "test_recall_calc", "test_wrong", "test_worst",

@@ -116,7 +116,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         logs = logs or {}
         if epoch + 1 in self.logged:
             return
-        tracking.log_metrics({name: logs[name] for name in tracking.EPOCH_METRICS if name in logs}, step=epoch + 1)
+        names = (*tracking.EPOCH_METRICS, *tracking.BACKBONE_EPOCH_METRICS)
+        tracking.log_metrics({name: logs[name] for name in names if name in logs}, step=epoch + 1)
 
 
 class _NewModelsAreNotRetracing(logging.Filter):
